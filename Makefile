@@ -1,0 +1,57 @@
+# Two commands on a fresh machine with Python 3.11+ and make:
+#   make docs   create .venv, install, serve the site on http://127.0.0.1:8000
+#   make test   create .venv if needed, install, run every check
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export NO_MKDOCS_2_WARNING := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install docs site test lint format notebooks examples app bench bench-quick lab clean
+
+# Reinstalls only when pyproject.toml changes; a second `make` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+docs: $(STAMP)
+	$(BIN)/python -m tools.site_hooks
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+site: $(STAMP)
+	$(BIN)/python -m tools.site_hooks
+	$(BIN)/mkdocs build --strict
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest
+
+notebooks: $(STAMP)
+	$(BIN)/python -m tools.notebooks
+
+# Rewrite the #> output lines of snippets and pages from a real run.
+examples: $(STAMP)
+	$(BIN)/pytest tests/test_pipeline.py -k "snippet_runs or written_in_a_page" --update-examples
+	$(BIN)/python -m tools.notebooks
+
+app: $(STAMP)
+	$(BIN)/uvicorn snippets.inventory:app --host 127.0.0.1 --port 8001
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[test,notebooks]"
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) site docs/notebooks .mypy_cache .ruff_cache
