@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pytest_examples import CodeExample, EvalExample, find_examples
 
+from tools import nav as nav_tool
 from tools import notebooks as nb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,12 @@ SNIPPETS = ROOT / "snippets"
 DOCS = ROOT / "docs"
 SECTIONS = nb.section_stems()
 SNIPPET_FILES = sorted(p for p in SNIPPETS.rglob("*.py") if p.name != "__init__.py")
-SNIPPET_MODULES = sorted(p.stem for p in SNIPPETS.glob("*.py") if p.stem != "__init__")
+# Programs whose printed output is pinned: section modules, and packages' tours.
+PROGRAMS = sorted(
+    p
+    for p in [*SNIPPETS.glob("*.py"), *SNIPPETS.glob("*/__main__.py")]
+    if p.name != "__init__.py"
+)
 PAGES_WITHOUT_SECTION = {"index", "pitfalls", "performance"}
 TESTS_WITHOUT_SECTION = {"pipeline", "site", "benchmarks"}
 MARKER = re.compile(r"^\s*# --8<-- \[(start|end):([\w-]+)\]\s*$")
@@ -33,8 +39,14 @@ def rel(path: Path) -> str:
 def test_every_section_has_its_four_views():
     pages = {p.stem for p in DOCS.glob("*.md")} - PAGES_WITHOUT_SECTION
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
-    tests = {p.stem.removeprefix("test_") for p in (ROOT / "tests").glob("test_*.py")}
-    tests -= TESTS_WITHOUT_SECTION
+    modules = {p.stem.removeprefix("test_") for p in (ROOT / "tests").glob("test_*.py")}
+    modules -= TESTS_WITHOUT_SECTION
+    # tests/test_<stem>_<more>.py may add to a section's tests
+    tests = {m for m in modules if m in SECTIONS}
+    orphans = {
+        m for m in modules - tests if not any(m.startswith(f"{s}_") for s in SECTIONS)
+    }
+    assert not orphans, "test modules that belong to no section"
     assert SECTIONS, "no sections found under snippets/"
     assert pages == set(SECTIONS), "docs/<section>.md per snippet, no orphan page"
     assert notebooks == set(SECTIONS), "run `make notebooks`"
@@ -43,8 +55,8 @@ def test_every_section_has_its_four_views():
 
 def test_every_section_is_in_the_site_navigation():
     nav = (ROOT / "mkdocs.yml").read_text()
-    missing = [s for s in SECTIONS if f"{s}.md" not in nav]
-    assert not missing
+    assert nav_tool.render_nav() in nav, "run `python -m tools.nav`"
+    assert all(f"{stem}.md" in nav for stem in SECTIONS)
 
 
 @pytest.mark.parametrize(
@@ -103,9 +115,10 @@ def test_every_snippet_section_is_shown_on_a_page(path: Path):
     assert not hidden, f"sections no page includes: {hidden}"
 
 
-@pytest.mark.parametrize("stem", SNIPPET_MODULES)
-def test_snippet_runs_and_prints_its_output_lines(stem: str, eval_example: EvalExample):
-    path = SNIPPETS / f"{stem}.py"
+@pytest.mark.parametrize("path", PROGRAMS, ids=rel)
+def test_snippet_runs_and_prints_its_output_lines(
+    path: Path, eval_example: EvalExample
+):
     example = CodeExample.create(path.read_text(), path=path)
     eval_example.set_config(line_length=80)
     if eval_example.update_examples:
