@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -39,16 +40,48 @@ def expected_output(stem: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("stem", nb.section_stems())
-def test_notebook_runs_and_prints_the_page_output(stem: str, tmp_path: Path):
+async def execute(stem: str, workdir: Path) -> nbformat.NotebookNode:
     notebook = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
     client = NotebookClient(
         notebook,
         timeout=120,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},  # any working directory
+        resources={"metadata": {"path": str(workdir)}},  # any working directory
     )
-    client.execute()
+    await client.async_execute()
+    return notebook
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Every notebook, run in a fresh kernel each, several at a time.
+
+    Kernel start-up and imports dominate a notebook's run time, and they
+    overlap well; a failure is kept and re-raised by that notebook's test.
+    """
+    stems = nb.section_stems()
+    workdirs = {stem: tmp_path_factory.mktemp(stem) for stem in stems}
+
+    async def run_all() -> list[object]:
+        limit = asyncio.Semaphore(4)
+
+        async def run_one(stem: str) -> nbformat.NotebookNode:
+            async with limit:
+                return await execute(stem, workdirs[stem])
+
+        return await asyncio.gather(
+            *(run_one(stem) for stem in stems), return_exceptions=True
+        )
+
+    results = asyncio.run(run_all())
+    return {**dict(zip(stems, results, strict=True)), "workdirs": workdirs}
+
+
+@pytest.mark.parametrize("stem", nb.section_stems())
+def test_notebook_runs_and_prints_the_page_output(stem: str, executed):
+    notebook = executed[stem]
+    if isinstance(notebook, BaseException):
+        raise notebook
     printed = [
         line
         for cell in notebook.cells
@@ -58,9 +91,8 @@ def test_notebook_runs_and_prints_the_page_output(stem: str, tmp_path: Path):
         for line in output.text.splitlines()
     ]
     assert printed == expected_output(stem)
-    assert not list(tmp_path.iterdir()) or all(
-        p.suffix != ".db" for p in tmp_path.iterdir()
-    ), "a notebook must keep its database in a temporary directory"
+    leftovers = list(executed["workdirs"][stem].iterdir())
+    assert not leftovers, "a notebook must keep its files in a temporary directory"
 
 
 def test_mkdocs_builds_strict(tmp_path: Path):
