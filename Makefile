@@ -46,6 +46,19 @@ examples: $(STAMP)
 	$(BIN)/pytest tests/test_pipeline.py -k "snippet_runs or written_in_a_page" --update-examples
 	$(BIN)/python -m tools.notebooks
 
+BENCH_STAMP := $(VENV)/.installed-bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+# Every benchmark (SQLite; PostgreSQL too with COOKBOOK_BENCH_POSTGRES_URL),
+# then docs/performance.md and its plots from the results.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
 app: $(STAMP)
 	$(BIN)/uvicorn snippets.inventory:app --host 127.0.0.1 --port 8001
 

@@ -1,0 +1,1 @@
+"""Benchmarks behind every speed claim of the cookbook (run: make bench)."""

@@ -1,0 +1,170 @@
+"""Concurrent updates: 50 writers add 1 to the same counter.
+
+Lost updates, retries and throughput for the naive read-modify-write, the
+version check with retry, the atomic UPDATE and (PostgreSQL) SELECT ... FOR
+UPDATE. Every variant must end at 50; the naive one does not.
+
+    python -m benchmarks.locking [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from benchmarks.common import Config, Result, Timer, main
+
+Sessions = async_sessionmaker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+    version: Mapped[int] = mapped_column(default=1)
+
+
+def sqlite_pragmas(conn: object, _: object) -> None:
+    cursor = conn.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.close()
+
+
+async def naive(sessions: Sessions) -> int:
+    async with sessions.begin() as session:
+        counter = await session.get(Counter, 1)
+        assert counter is not None
+        await asyncio.sleep(0)  # any await between read and write: a request
+        counter.value += 1
+    return 0
+
+
+async def version_check(sessions: Sessions) -> int:
+    retries = 0
+    while True:
+        async with sessions.begin() as session:
+            row = (await session.execute(select(Counter.value, Counter.version))).one()
+            await asyncio.sleep(0)
+            result = await session.execute(
+                update(Counter)
+                .where(Counter.id == 1, Counter.version == row.version)
+                .values(value=row.value + 1, version=row.version + 1)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return retries
+        retries += 1
+
+
+async def atomic(sessions: Sessions) -> int:
+    async with sessions.begin() as session:
+        await session.execute(update(Counter).values(value=Counter.value + 1))
+    return 0
+
+
+async def for_update(sessions: Sessions) -> int:
+    async with sessions.begin() as session:
+        query = select(Counter).where(Counter.id == 1).with_for_update()
+        counter = (await session.scalars(query)).one()
+        await asyncio.sleep(0)
+        counter.value += 1
+    return 0
+
+
+async def engine_for(config: Config, backend: str) -> AsyncEngine:
+    if backend == "sqlite":
+        for leftover in config.workdir.glob("locking.db*"):
+            leftover.unlink()
+        url = f"sqlite+aiosqlite:///{config.workdir / 'locking.db'}"
+        engine = create_async_engine(url, pool_size=60)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+    else:
+        assert config.postgres_url
+        engine = create_async_engine(config.postgres_url, pool_size=60)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+        await conn.execute(Counter.__table__.insert().values(id=1, value=0))
+    return engine
+
+
+async def warm_pool(engine: AsyncEngine, n: int) -> None:
+    """Open the writers' connections first: time the contention, not connects."""
+    connections = [await engine.connect() for _ in range(n)]
+    for conn in connections:
+        await conn.exec_driver_sql("SELECT 1")
+        await conn.close()
+
+
+async def one_run(
+    config: Config, backend: str, writer: Callable[[Sessions], Awaitable[int]], n: int
+) -> tuple[float, int, int, int]:
+    engine = await engine_for(config, backend)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        await warm_pool(engine, n)
+        timer = Timer()
+        outcomes = await asyncio.gather(
+            *(writer(sessions) for _ in range(n)), return_exceptions=True
+        )
+        seconds = timer.seconds
+        async with sessions() as session:
+            final = (await session.scalars(select(Counter.value))).one()
+    finally:
+        await engine.dispose()
+    failed = sum(isinstance(o, BaseException) for o in outcomes)
+    retries = sum(o for o in outcomes if isinstance(o, int))
+    return seconds, final, failed, retries
+
+
+async def run(config: Config) -> list[Result]:
+    writers = config.size(50, 10)
+    backends = ["sqlite"] + (["postgresql"] if config.postgres_url else [])
+    variants: list[tuple[str, Callable[[Sessions], Awaitable[int]]]] = [
+        ("naive read-modify-write", naive),
+        ("version check + retry", version_check),
+        ("atomic UPDATE", atomic),
+    ]
+    results: list[Result] = []
+    for backend in backends:
+        chosen = variants + (
+            [("SELECT ... FOR UPDATE", for_update)] if backend == "postgresql" else []
+        )
+        for case, writer in chosen:
+            runs = [
+                await one_run(config, backend, writer, writers)
+                for _ in range(config.repeats)
+            ]
+            rates = sorted(writers / seconds for seconds, *_ in runs)
+            median = rates[len(rates) // 2]
+            results.append(
+                Result(
+                    "locking",
+                    backend,
+                    case,
+                    "updates/s",
+                    median,
+                    rates,
+                    {
+                        "writers": writers,
+                        "final": [r[1] for r in runs],
+                        "lost": [writers - r[1] - r[2] for r in runs],
+                        "failed": [r[2] for r in runs],
+                        "retries": [r[3] for r in runs],
+                    },
+                )
+            )
+    return results
+
+
+if __name__ == "__main__":
+    main("locking", run)

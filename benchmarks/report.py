@@ -1,0 +1,288 @@
+"""Write docs/performance.md and its plots from benchmarks/results/*.json.
+
+python -m benchmarks.report
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "docs" / "performance.md"
+PLOTS = ROOT / "docs" / "assets" / "performance"
+ORDER = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
+
+
+def load() -> dict[str, dict[str, Any]]:
+    documents = {}
+    for name in ORDER:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            documents[name] = json.loads(path.read_text())
+    return documents
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.2f}"
+
+
+def table(results: list[dict[str, Any]], extra: list[str] | None = None) -> str:
+    extra = extra or []
+    head = ["backend", "case", "median", "ratio", *extra, "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
+        cells = [
+            r["backend"],
+            r["case"],
+            f"{fmt(r['value'])} {r['metric']}",
+            ratio,
+            *[str(r["params"].get(key, "")) for key in extra],
+            ", ".join(fmt(x) for x in r["runs"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def find(results: list[dict[str, Any]], backend: str, case: str) -> dict[str, Any]:
+    return next(r for r in results if r["backend"] == backend and r["case"] == case)
+
+
+def goal(met: bool, text: str) -> str:
+    return f"- {'✅' if met else '❌ not met:'} {text}"
+
+
+def bulk_goals(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for backend in sorted({r["backend"] for r in results}):
+        fast = find(results, backend, "fast path (recipe)")["ratio"]
+        ids = find(results, backend, "ORM returning (id, key), batched")["ratio"]
+        ordered = find(results, backend, "ORM returning ids, input order")["ratio"]
+        lines.append(
+            goal(
+                fast >= 0.8,
+                f"{backend}: fast path at {fast:.2f} of the limit (goal 0.8)",
+            )
+        )
+        lines.append(
+            goal(
+                max(ids, ordered) >= 0.07,
+                f"{backend}: ORM insert returning ids at {max(ids, ordered):.3f} "
+                f"of the limit (goal 0.07); in input order: {ordered:.3f}",
+            )
+        )
+    return lines
+
+
+def pagination_goals(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for backend in sorted({r["backend"] for r in results}):
+        deepest = max(r["params"]["depth"] for r in results if r["backend"] == backend)
+        keyset = find(results, backend, f"keyset depth {deepest:,}")["ratio"]
+        offset = find(results, backend, f"offset depth {deepest:,}")["ratio"]
+        lines.append(
+            goal(
+                keyset <= 2,
+                f"{backend}: keyset at depth {deepest:,} costs "
+                f"{keyset:.2f}x the first page (goal ≤ 2x); OFFSET {offset:.0f}x",
+            )
+        )
+    return lines
+
+
+def api_goals(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in results:
+        if r["case"].startswith("limit"):
+            continue
+        lines.append(
+            goal(
+                r["ratio"] >= 0.35,
+                f"{r['backend']}: {r['case']} at "
+                f"{r['ratio']:.2f} of the no-DB route (goal 0.35)",
+            )
+        )
+    return lines
+
+
+def plot_pagination(results: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for backend in sorted({r["backend"] for r in results}):
+        for kind, style in (("offset", "-o"), ("keyset", "--s")):
+            points = sorted(
+                (r["params"]["depth"], r["value"])
+                for r in results
+                if r["backend"] == backend and r["params"]["kind"] == kind
+            )
+            axes.plot(*zip(*points, strict=True), style, label=f"{backend} {kind}")
+    axes.set_xlabel("depth (rows skipped)")
+    axes.set_ylabel("ms per page of 50 (median)")
+    axes.set_yscale("log")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    figure.savefig(PLOTS / "pagination.png", dpi=110)
+    plt.close(figure)
+    return "assets/performance/pagination.png"
+
+
+def plot_bulk(results: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r for r in results if r["metric"] == "rows/s"]
+    backends = sorted({r["backend"] for r in rates})
+    figure, axes = plt.subplots(
+        len(backends), 1, figsize=(7, 2.6 * len(backends)), squeeze=False
+    )
+    for row, backend in zip(axes, backends, strict=True):
+        mine = [r for r in rates if r["backend"] == backend]
+        row[0].barh([r["case"] for r in mine], [r["value"] for r in mine])
+        row[0].set_xscale("log")
+        row[0].invert_yaxis()
+        row[0].set_title(backend)
+        row[0].set_xlabel("rows/s (median, log scale)")
+    figure.tight_layout()
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    figure.savefig(PLOTS / "bulk_insert.png", dpi=110)
+    plt.close(figure)
+    return "assets/performance/bulk_insert.png"
+
+
+def locking_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| backend | variant | final counter | lost updates | failed | retries | updates/s (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = r["params"]
+        lines.append(
+            f"| {r['backend']} | {r['case']} | {p['final']} | {p['lost']} | "
+            f"{p['failed']} | {p['retries']} | {fmt(r['value'])} |"
+        )
+    return "\n".join(lines)
+
+
+def render(documents: dict[str, dict[str, Any]]) -> str:
+    any_doc = next(iter(documents.values()))
+    m = any_doc["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    out = [
+        "# Performance",
+        "",
+        "<!-- Generated by `make bench` (benchmarks/report.py): do not edit. -->",
+        "",
+        "Every speed claim in this cookbook comes from this page, and every figure",
+        "on it from `make bench` on the machine below. Each figure is the median of",
+        f"{any_doc['repeats']} runs, shown beside the practical limit measured in the",
+        "same run: absolute numbers vary between machines, the ratios hold.",
+        "",
+        f"Measured {m['date']} on {m['platform']}, {m['cpus']} CPUs, Python",
+        f"{m['python']}; {versions}.",
+        "",
+        "Run them yourself: `make bench` (SQLite), with",
+        "`COOKBOOK_BENCH_POSTGRES_URL=postgresql+asyncpg://...` for PostgreSQL too.",
+        "",
+    ]
+    if "bulk_insert" in documents:
+        results = documents["bulk_insert"]["results"]
+        out += [
+            "## Bulk insert",
+            "",
+            "Rows per second for each way to insert rows (see [Bulk operations](bulk.md)),",
+            "beside the limit: raw `sqlite3.executemany` in one transaction on SQLite,",
+            "asyncpg's `copy_records_to_table` on PostgreSQL. Slow methods run on fewer",
+            "rows (the `rows` column); their rate is what matters.",
+            "",
+            *bulk_goals([r for r in results if r["metric"] == "rows/s"]),
+            "",
+            table([r for r in results if r["metric"] == "rows/s"], ["rows"]),
+            "",
+            f"![Bulk insert rows/s per method]({plot_bulk(results)})",
+            "",
+            "Memory of the fast path, fed from a generator in chunks of 10,000 rows",
+            "(peak Python allocations, tracemalloc): flat as the row count grows.",
+            "",
+            table([r for r in results if r["metric"] == "MB peak"], ["rows"]),
+            "",
+        ]
+    if "pagination" in documents:
+        results = documents["pagination"]["results"]
+        out += [
+            "## Pagination",
+            "",
+            "One page of 50 rows sorted by `(price, id)` with an index on `(price, id)`,",
+            "at increasing depth over a table of 1,000,000 rows (see",
+            "[Pagination](pagination.md)). Ratios are to the first page of the same kind.",
+            "",
+            *pagination_goals(results),
+            "",
+            f"![Page cost versus depth]({plot_pagination(results)})",
+            "",
+            table(results),
+            "",
+        ]
+    if "filter_sort" in documents:
+        out += [
+            "## Filtering and sorting",
+            "",
+            "`WHERE category = ? AND status = ? ORDER BY price, id LIMIT 50` over",
+            "1,000,000 rows (see [Filtering](filtering.md) and [Sorting](sorting.md)).",
+            "Ratios are to the same query without a secondary index.",
+            "",
+            table(documents["filter_sort"]["results"]),
+            "",
+        ]
+    if "locking" in documents:
+        out += [
+            "## Concurrent updates",
+            "",
+            "Writers adding 1 to one counter at the same time, each in its own session",
+            "(see [Optimistic locking](locking.md)). The counter must end at the number",
+            "of writers; lost updates are silent: no writer saw an error.",
+            "",
+            locking_table(documents["locking"]["results"]),
+            "",
+        ]
+    if "api" in documents:
+        results = documents["api"]["results"]
+        out += [
+            "## Reference API throughput",
+            "",
+            "Requests per second of the [reference API](inventory.md) under uvicorn",
+            "(one worker), 20 keep-alive connections from a separate client process,",
+            "beside a route of the same app that touches no database.",
+            "",
+            *api_goals(results),
+            "",
+            table(results),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    documents = load()
+    if not documents:
+        raise SystemExit("no results: run `make bench` first")
+    PAGE.write_text(render(documents))
+    print(f"wrote {PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The benchmarks run (quick mode) and write well-formed results.
+
+Timings are never asserted here: they belong to `make bench`. What is asserted
+is that every benchmark runs, writes every case it promises, and that the
+correct variants really are correct (no lost update).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
+FIELDS = {"benchmark", "backend", "case", "metric", "value", "runs", "params"}
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "COOKBOOK_BENCH_RESULTS": str(out)}
+    env.pop("COOKBOOK_BENCH_POSTGRES_URL", None)  # SQLite only: seconds, not minutes
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return {
+        name: json.loads((out / f"{name}-quick.json").read_text()) for name in NAMES
+    }
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_benchmark_writes_well_formed_results(quick_results, name):
+    document = quick_results[name]
+    assert document["quick"] is True
+    assert document["machine"]["versions"]["sqlalchemy"]
+    assert document["results"]
+    for result in document["results"]:
+        assert set(result) >= FIELDS
+        assert result["backend"] == "sqlite"
+        assert math.isfinite(result["value"])
+        assert result["value"] > 0
+        assert (
+            len(result["runs"]) == document["repeats"] or result["metric"] == "MB peak"
+        )
+
+
+def test_bulk_insert_measures_the_limit_and_every_method(quick_results):
+    cases = {r["case"] for r in quick_results["bulk_insert"]["results"]}
+    assert {
+        "limit: raw sqlite3",
+        "fast path (recipe)",
+        "Core insert executemany",
+        "ORM bulk insert",
+        "ORM returning ids, input order",
+        "ORM returning (id, key), batched",
+        "ORM add_all",
+        "commit per row",
+    } <= cases
+
+
+def test_pagination_measures_both_kinds_at_every_depth(quick_results):
+    results = quick_results["pagination"]["results"]
+    depths = {r["params"]["depth"] for r in results}
+    for kind in ("offset", "keyset"):
+        assert {
+            r["params"]["depth"] for r in results if r["params"]["kind"] == kind
+        } == depths
+
+
+def test_locking_correct_variants_lose_no_update(quick_results):
+    for result in quick_results["locking"]["results"]:
+        if result["case"].startswith("naive"):
+            continue
+        writers = result["params"]["writers"]
+        assert result["params"]["final"] == [writers] * len(result["runs"])
+
+
+def test_performance_page_shows_the_committed_results():
+    page = (ROOT / "docs" / "performance.md").read_text()
+    for name in NAMES:
+        path = ROOT / "benchmarks" / "results" / f"{name}.json"
+        assert path.exists(), f"run `make bench`: {path.name} is missing"
+        results = json.loads(path.read_text())["results"]
+        if name == "locking":
+            assert report.locking_table(results) in page
+        else:
+            rates = [r for r in results if r["metric"] != "MB peak"]
+            assert (
+                report.table(rates, ["rows"] if name == "bulk_insert" else None) in page
+            )
