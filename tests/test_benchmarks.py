@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
@@ -87,18 +86,3 @@ def test_locking_correct_variants_lose_no_update(quick_results):
             continue
         writers = result["params"]["writers"]
         assert result["params"]["final"] == [writers] * len(result["runs"])
-
-
-def test_performance_page_shows_the_committed_results():
-    page = (ROOT / "docs" / "performance.md").read_text()
-    for name in NAMES:
-        path = ROOT / "benchmarks" / "results" / f"{name}.json"
-        assert path.exists(), f"run `make bench`: {path.name} is missing"
-        results = json.loads(path.read_text())["results"]
-        if name == "locking":
-            assert report.locking_table(results) in page
-        else:
-            rates = [r for r in results if r["metric"] != "MB peak"]
-            assert (
-                report.table(rates, ["rows"] if name == "bulk_insert" else None) in page
-            )

@@ -1,0 +1,290 @@
+"""The data layer: takes a session, never commits, raises domain errors."""
+
+# --8<-- [start:imports]
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from snippets.inventory.errors import (
+    BadCursor,
+    ItemNotFound,
+    NameTaken,
+    NotEnoughStock,
+    NotInTrash,
+    OrderNotFound,
+    VersionMismatch,
+)
+from snippets.inventory.listing import (
+    ItemFilters,
+    SortKey,
+    after,
+    binding,
+    make_cursor,
+    read_cursor,
+)
+from snippets.inventory.models import Item, Order, OrderLine, utcnow
+from snippets.inventory.schemas import ItemCreate, OrderLineIn
+
+# --8<-- [end:imports]
+
+
+# --8<-- [start:create]
+async def create_items(
+    session: AsyncSession, new: Sequence[ItemCreate]
+) -> list[Item]:
+    """Insert all of them in one statement, in input order, or none."""
+    names = [item.name for item in new]
+    twice = [name for name, n in Counter(names).items() if n > 1]
+    if twice:
+        raise NameTaken(*twice)
+    taken = await session.scalars(select(Item.name).where(Item.name.in_(names)))
+    if found := taken.all():
+        raise NameTaken(*found)
+    now = utcnow()
+    rows = [
+        {**item.model_dump(), "created_at": now, "updated_at": now}
+        for item in new
+    ]
+    statement = insert(Item).returning(Item, sort_by_parameter_order=True)
+    try:
+        return list((await session.scalars(statement, rows)).all())
+    except IntegrityError as exc:  # another request took a name meanwhile
+        raise NameTaken() from exc
+
+
+# --8<-- [end:create]
+
+
+# --8<-- [start:read]
+async def get_item(session: AsyncSession, item_id: int) -> Item:
+    item = await session.scalar(select(Item).where(Item.id == item_id))
+    if item is None:  # the session filter hides soft-deleted items
+        raise ItemNotFound(item_id)
+    return item
+
+
+# --8<-- [end:read]
+
+
+# --8<-- [start:update]
+async def update_item(
+    session: AsyncSession,
+    item_id: int,
+    changes: Mapping[str, Any],
+    expected_version: int,
+) -> Item:
+    """Compare-and-swap: write only if the item is still at that version."""
+    statement = (
+        update(Item)
+        .where(
+            Item.id == item_id,
+            Item.version == expected_version,
+            Item.deleted_at.is_(None),
+        )
+        .values(**changes, version=Item.version + 1, updated_at=utcnow())
+        .returning(Item)
+    )
+    try:
+        item = (await session.scalars(statement)).one_or_none()
+    except IntegrityError as exc:
+        raise NameTaken(str(changes.get("name"))) from exc
+    if item is None:  # missing, deleted, or at another version: which?
+        current = await get_item(session, item_id)
+        raise VersionMismatch(item_id, expected_version, current.version)
+    return item
+
+
+async def update_items(
+    session: AsyncSession, item_ids: Sequence[int], changes: Mapping[str, Any]
+) -> int:
+    """The same changes to every item, or to none of them."""
+    ids = sorted(set(item_ids))
+    # Lock the rows in one order (id) for everyone: no deadlock between two
+    # bulk updates. (SQLite has no FOR UPDATE: its writers queue instead.)
+    locked = await session.scalars(
+        select(Item.id)
+        .where(Item.id.in_(ids))
+        .order_by(Item.id)
+        .with_for_update()
+    )
+    if missing := set(ids) - set(locked.all()):
+        raise ItemNotFound(*missing)
+    statement = (
+        update(Item)
+        .where(Item.id.in_(ids), Item.deleted_at.is_(None))
+        .values(**changes, version=Item.version + 1, updated_at=utcnow())
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        updated = set((await session.scalars(statement)).all())
+    except IntegrityError as exc:  # one name for several live items
+        raise NameTaken(str(changes.get("name"))) from exc
+    if missing := set(ids) - updated:  # deleted since we looked
+        raise ItemNotFound(*missing)
+    return len(ids)
+
+
+# --8<-- [end:update]
+
+
+# --8<-- [start:soft_delete]
+async def delete_item(session: AsyncSession, item_id: int) -> None:
+    now = utcnow()
+    statement = (
+        update(Item)
+        .where(Item.id == item_id, Item.deleted_at.is_(None))
+        .values(deleted_at=now, updated_at=now, version=Item.version + 1)
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    )
+    if await session.scalar(statement) is None:
+        raise ItemNotFound(item_id)
+
+
+async def restore_item(session: AsyncSession, item_id: int) -> Item:
+    deleted = await session.scalar(
+        select(Item)
+        .where(Item.id == item_id, Item.deleted_at.is_not(None))
+        .execution_options(include_deleted=True)
+    )
+    if deleted is None:
+        raise NotInTrash(item_id)
+    statement = (
+        update(Item)
+        .where(Item.id == item_id, Item.deleted_at.is_not(None))
+        .values(deleted_at=None, updated_at=utcnow(), version=Item.version + 1)
+        .returning(Item)
+        .execution_options(populate_existing=True)
+    )
+    try:
+        item = (await session.scalars(statement)).one_or_none()
+    except IntegrityError as exc:  # a live item has its name now
+        raise NameTaken(deleted.name) from exc
+    if item is None:  # restored by someone else meanwhile
+        raise NotInTrash(item_id)
+    return item
+
+
+# --8<-- [end:soft_delete]
+
+
+# --8<-- [start:list]
+async def list_items(
+    session: AsyncSession,
+    filters: ItemFilters,
+    sort: tuple[SortKey, ...],
+    limit: int,
+    offset: int,
+    *,
+    trash: bool = False,
+) -> tuple[list[Item], int]:
+    where = filters.conditions()
+    if trash:
+        where.append(Item.deleted_at.is_not(None))
+    options = {"include_deleted": trash}
+    total = await session.scalar(
+        select(func.count(Item.id)).where(*where).execution_options(**options)
+    )
+    page = await session.scalars(
+        select(Item)
+        .where(*where)
+        .order_by(*(key.clause() for key in sort))
+        .limit(limit)
+        .offset(offset)
+        .execution_options(**options)
+    )
+    return list(page.all()), int(total or 0)
+
+
+async def keyset_page(
+    session: AsyncSession,
+    filters: ItemFilters,
+    sort: tuple[SortKey, ...],
+    limit: int,
+    *,
+    cursor: str | None,
+    key: bytes,
+) -> tuple[list[Item], str | None]:
+    """One page after `cursor`, and the cursor of the next page (or None)."""
+    bound_to = binding(sort, filters)
+    query = select(Item).where(*filters.conditions())
+    if cursor is not None:
+        try:
+            values = read_cursor(key, bound_to, sort, cursor)
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            raise BadCursor("unreadable cursor") from exc
+        query = query.where(after(sort, values))
+    query = query.order_by(*(k.clause() for k in sort)).limit(limit + 1)
+    items = list((await session.scalars(query)).all())
+    if len(items) <= limit:  # nothing after this page
+        return items, None
+    items = items[:limit]
+    return items, make_cursor(key, bound_to, sort, items[-1])
+
+
+# --8<-- [end:list]
+
+
+# --8<-- [start:orders]
+async def create_order(
+    session: AsyncSession, customer: str, lines: Sequence[OrderLineIn]
+) -> Order:
+    """Take the stock of every line, and record the order: all or nothing."""
+    wanted: Counter[int] = Counter()
+    for line in lines:  # an item on several lines: check it against the sum
+        wanted[line.item_id] += line.quantity
+    now, prices = utcnow(), {}
+    for item_id in sorted(wanted):  # one lock order for all: no deadlock
+        quantity = wanted[item_id]
+        price = await session.scalar(
+            update(Item)
+            .where(
+                Item.id == item_id,
+                Item.deleted_at.is_(None),
+                Item.stock >= quantity,  # the check and the write: one step
+            )
+            .values(
+                stock=Item.stock - quantity,
+                version=Item.version + 1,
+                updated_at=now,
+            )
+            .returning(Item.price)
+            .execution_options(synchronize_session=False)
+        )
+        if price is None:
+            await get_item(session, item_id)  # ItemNotFound if it is not live
+            raise NotEnoughStock(item_id, quantity)
+        prices[item_id] = price
+    order = Order(customer=customer, created_at=now)
+    order.lines = [
+        OrderLine(
+            line_no=number,
+            item_id=line.item_id,
+            quantity=line.quantity,
+            unit_price=prices[line.item_id],
+        )
+        for number, line in enumerate(lines, 1)
+    ]
+    session.add(order)
+    await session.flush()
+    return order
+
+
+async def get_order(session: AsyncSession, order_id: int) -> Order:
+    order = await session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .options(selectinload(Order.lines))
+    )
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
+
+
+# --8<-- [end:orders]

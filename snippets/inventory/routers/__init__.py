@@ -1,0 +1,1 @@
+"""HTTP routes: thin functions that map domain errors to status codes."""

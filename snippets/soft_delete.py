@@ -1,0 +1,802 @@
+"""Soft delete: a deleted_at marker, one global filter, restore, trash, purge.
+
+Run it: python -m snippets.soft_delete
+"""
+
+# --8<-- [start:imports]
+import asyncio
+import tempfile
+import textwrap
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import httpx
+from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    Executable,
+    ForeignKey,
+    Index,
+    String,
+    delete,
+    event,
+    false,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    ORMExecuteState,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+    with_loader_criteria,
+)
+from sqlalchemy.types import TypeDecorator
+
+# --8<-- [end:imports]
+
+
+# --8<-- [start:utc_datetime]
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one")
+        return value.astimezone(UTC)  # SQLite keeps no offset: store UTC
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite: we stored UTC, say so
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --8<-- [end:utc_datetime]
+
+
+# --8<-- [start:models]
+class Base(DeclarativeBase):
+    pass
+
+
+class SoftDeleteMixin:
+    """deleted_at IS NULL: a live row. A timestamp: in the trash since then."""
+
+    deleted_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, default=None
+    )
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    items: Mapped[list["Item"]] = relationship(lazy="raise", order_by="Item.id")
+
+
+class Item(SoftDeleteMixin, Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        # A name is unique among live rows only. The index's WHERE is the
+        # very predicate the global filter adds, so queries can use it.
+        Index(
+            "uq_items_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"))
+
+
+# --8<-- [end:models]
+
+
+# --8<-- [start:setup]
+async def create_database(url: str) -> AsyncEngine:
+    """An engine on a new database: the tables, a category, three items."""
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:  # one transaction
+        await conn.run_sync(Base.metadata.create_all)
+        new_category = insert(Category).values(name="Lighting")
+        lighting = await conn.scalar(new_category.returning(Category.id))
+        names = ("Lamp", "Desk", "Chair")
+        rows = [{"name": name, "category_id": lighting} for name in names]
+        await conn.execute(insert(Item), rows)
+    return engine
+
+
+class SentSQL(NamedTuple):
+    statement: str
+    parameters: Sequence[object] | Mapping[str, object]
+
+
+@contextmanager
+def capture_sql(engine: AsyncEngine) -> Iterator[list[SentSQL]]:
+    """Collect the SQL the engine sends while the block runs."""
+    sent: list[SentSQL] = []
+
+    def record(
+        *,
+        statement: str,
+        parameters: Sequence[object] | Mapping[str, object],
+        **_: object,
+    ) -> None:
+        sent.append(SentSQL(statement, parameters))
+
+    target, name = engine.sync_engine, "before_cursor_execute"
+    event.listen(target, name, record, named=True)
+    try:
+        yield sent
+    finally:
+        event.remove(target, name, record)
+
+
+def sql_lines(statement: str) -> list[str]:
+    """A statement as SQLAlchemy wrote it, its lines wrapped to fit a page."""
+    return [
+        wrapped
+        for line in statement.splitlines()
+        for wrapped in textwrap.wrap(line.strip(), 60, subsequent_indent="  ")
+    ]
+
+
+# --8<-- [end:setup]
+
+
+# --8<-- [start:naive]
+async def naive_soft_delete(session: AsyncSession, item_id: int) -> None:
+    item = await session.get(Item, item_id)
+    if item:  # a missing id: nothing happens, nobody is told
+        item.deleted_at = utcnow()  # deleted twice: the first date is lost
+
+
+async def naive_list_items(session: AsyncSession) -> Sequence[Item]:
+    query = select(Item).where(Item.deleted_at.is_(None)).order_by(Item.id)
+    return (await session.scalars(query)).all()  # the only filtered read
+
+
+async def naive_get_item(session: AsyncSession, item_id: int) -> Item | None:
+    return await session.get(Item, item_id)
+
+
+async def naive_count_items(session: AsyncSession) -> int:
+    return await session.scalar(select(func.count(Item.id))) or 0
+
+
+async def naive_rename_item(
+    session: AsyncSession, item_id: int, name: str
+) -> None:
+    item = await session.get(Item, item_id)
+    if item:
+        item.name = name
+
+
+# --8<-- [end:naive]
+
+
+# --8<-- [start:demo_naive]
+async def demo_naive(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        await naive_soft_delete(session, 1)  # the Lamp goes to the trash
+    async with sessions.begin() as session:
+        print("list:", [item.name for item in await naive_list_items(session)])
+        #> list: ['Desk', 'Chair']
+        lamp = await naive_get_item(session, 1)
+        assert lamp is not None
+        count = await naive_count_items(session)
+        print("get(1):", lamp.name, "| count:", count)
+        #> get(1): Lamp | count: 3
+        query = select(Category).options(selectinload(Category.items))
+        category = (await session.scalars(query)).one()
+        print("category:", [item.name for item in category.items])
+        #> category: ['Lamp', 'Desk', 'Chair']
+        await naive_rename_item(session, 1, "Lamp (edited)")
+        first = lamp.deleted_at
+        await naive_soft_delete(session, 1)  # again: no error
+        await naive_soft_delete(session, 99)  # no such item: no error
+        print("first deleted_at overwritten:", lamp.deleted_at != first)
+        #> first deleted_at overwritten: True
+    async with sessions() as session:
+        lamp = await naive_get_item(session, 1)
+        print("a deleted row was edited:", lamp and lamp.name)
+        #> a deleted row was edited: Lamp (edited)
+
+
+# --8<-- [end:demo_naive]
+
+
+# --8<-- [start:global_filter]
+class SoftDeleteSession(Session):
+    """A Session whose SELECTs skip soft-deleted rows unless told otherwise."""
+
+
+@event.listens_for(SoftDeleteSession, "do_orm_execute")
+def skip_deleted_rows(state: ORMExecuteState) -> None:
+    if (
+        state.is_select
+        # not for a refresh of an object already held, nor for relationship
+        # loads: those follow the statement that loaded the parent
+        and not state.is_column_load
+        and not state.is_relationship_load
+        and not state.execution_options.get("include_deleted", False)
+    ):
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                SoftDeleteMixin,  # every mapped class that has deleted_at
+                lambda cls: cls.deleted_at.is_(None),
+                include_aliases=True,  # aliased(Item) and self-joins too
+            )
+        )
+
+
+def create_session_factory(
+    engine: AsyncEngine,
+) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=SoftDeleteSession
+    )
+
+
+# --8<-- [end:global_filter]
+
+
+# --8<-- [start:crud]
+class ItemNotFound(LookupError):
+    """No such item, or not in the state the operation needs."""
+
+
+class NameTaken(ValueError):
+    """Another live item already has this name."""
+
+
+def violates_live_name(exc: IntegrityError) -> bool:
+    # SQLite names the column, PostgreSQL the index
+    message = str(exc.orig)
+    return "uq_items_live_name" in message or "items.name" in message
+
+
+async def get_item(session: AsyncSession, item_id: int) -> Item:
+    # A SELECT, not session.get(): it always reaches the database, filtered.
+    item = await session.scalar(select(Item).where(Item.id == item_id))
+    if item is None:
+        raise ItemNotFound(f"no live item {item_id}")
+    return item
+
+
+async def create_item(
+    session: AsyncSession, name: str, category_id: int | None = None
+) -> Item:
+    item = Item(name=name, category_id=category_id)
+    session.add(item)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if violates_live_name(exc):
+            raise NameTaken(f"a live item is named {name!r}") from exc
+        raise
+    return item
+
+
+async def soft_delete_item(
+    session: AsyncSession, item_id: int, *, now: datetime | None = None
+) -> None:
+    statement = (
+        update(Item)
+        .where(Item.id == item_id, Item.deleted_at.is_(None))  # live only
+        .values(deleted_at=now if now is not None else utcnow())
+        .returning(Item.id)
+    )
+    if await session.scalar(statement) is None:
+        raise ItemNotFound(f"no live item {item_id}")
+
+
+async def restore_item(session: AsyncSession, item_id: int) -> Item:
+    statement = (
+        update(Item)
+        .where(Item.id == item_id, Item.deleted_at.is_not(None))  # trash only
+        .values(deleted_at=None)
+        .returning(Item)
+    )
+    try:
+        item = await session.scalar(statement)
+    except IntegrityError as exc:
+        if violates_live_name(exc):
+            raise NameTaken(f"item {item_id}: its name is taken") from exc
+        raise
+    if item is None:
+        raise ItemNotFound(f"no deleted item {item_id}")
+    return item
+
+
+async def list_trash(
+    session: AsyncSession, *, limit: int = 50, offset: int = 0
+) -> Sequence[Item]:
+    query = (
+        select(Item)
+        .where(Item.deleted_at.is_not(None))
+        .order_by(Item.deleted_at.desc(), Item.id)
+        .limit(limit)
+        .offset(offset)
+        .execution_options(include_deleted=True)  # the one opt-in
+    )
+    return (await session.scalars(query)).all()
+
+
+async def purge_deleted(
+    session: AsyncSession,
+    *,
+    older_than: timedelta,
+    now: datetime | None = None,
+) -> list[int]:
+    """Delete for good the rows in the trash for longer than older_than."""
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    cutoff = (now if now is not None else utcnow()) - older_than
+    statement = delete(Item).where(Item.deleted_at < cutoff)  # NULL: never
+    ids = await session.scalars(statement.returning(Item.id))
+    return sorted(ids)
+
+
+# --8<-- [end:crud]
+
+
+# --8<-- [start:demo_global_filter]
+async def demo_global_filter(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions.begin() as session:
+        await soft_delete_item(session, 1)  # the Lamp goes to the trash
+    async with sessions() as session:
+        with capture_sql(engine) as sent:
+            every_item = select(Item).order_by(Item.id)
+            items = (await session.scalars(every_item)).all()
+        print([item.name for item in items])
+        #> ['Desk', 'Chair']
+        for line in sql_lines(sent[-1].statement):
+            print(line)
+            #> SELECT items.id, items.name, items.category_id,
+            #>   items.deleted_at
+            #> FROM items
+            #> WHERE items.deleted_at IS NULL ORDER BY items.id
+        print("get(1):", await session.get(Item, 1))
+        #> get(1): None
+        count = select(func.count()).select_from(Item)
+        print("count:", await session.scalar(count))
+        #> count: 2
+        with capture_sql(engine) as sent:
+            with_items = select(Category).options(selectinload(Category.items))
+            category = (await session.scalars(with_items)).one()
+        print("category:", [item.name for item in category.items])
+        #> category: ['Desk', 'Chair']
+        for line in sql_lines(sent[-1].statement):
+            print(line)
+            #> SELECT items.category_id, items.id, items.name,
+            #>   items.deleted_at
+            #> FROM items
+            #> WHERE items.category_id IN (?) AND items.deleted_at IS NULL
+            #>   ORDER BY items.id
+        with capture_sql(engine) as sent:
+            joined = select(Category.name).join(Category.items)
+            rows = await session.scalars(joined.where(Item.name == "Lamp"))
+        print("join:", rows.all())
+        #> join: []
+        for line in sql_lines(sent[-1].statement):
+            print(line)
+            #> SELECT categories.name
+            #> FROM categories JOIN items ON categories.id =
+            #>   items.category_id AND items.deleted_at IS NULL
+            #> WHERE items.name = ?
+
+
+# --8<-- [end:demo_global_filter]
+
+
+# --8<-- [start:demo_opt_in]
+async def demo_opt_in(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        query = select(Item.name).order_by(Item.id)
+        query = query.execution_options(include_deleted=True)
+        print("everything:", (await session.scalars(query)).all())
+        #> everything: ['Lamp', 'Desk', 'Chair']
+        options = {"include_deleted": True}
+        lamp = await session.get(Item, 1, execution_options=options)
+        assert lamp is not None
+        assert lamp.deleted_at is not None
+        print("the Lamp, deleted in", lamp.deleted_at.tzinfo)
+        #> the Lamp, deleted in UTC
+        print("trash:", [item.name for item in await list_trash(session)])
+        #> trash: ['Lamp']
+
+
+# --8<-- [end:demo_opt_in]
+
+
+# --8<-- [start:demo_identity_map]
+async def demo_identity_map(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:  # rolled back at the end
+        desk = await get_item(session, 2)
+        await soft_delete_item(session, 2)
+        with capture_sql(engine) as sent:
+            again = await session.get(Item, 2)  # found in the identity map
+        print("leaked:", again is desk, "| SQL sent:", len(sent))
+        #> leaked: True | SQL sent: 0
+        try:
+            await get_item(session, 2)
+        except ItemNotFound as exc:
+            print("get_item:", exc)
+            #> get_item: no live item 2
+        fresh = await session.get(Item, 2, populate_existing=True)
+        print("get(populate_existing=True):", fresh)
+        #> get(populate_existing=True): None
+
+
+# --8<-- [end:demo_identity_map]
+
+
+# --8<-- [start:demo_not_found]
+async def demo_not_found(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        options = {"include_deleted": True}
+        lamp = await session.get(Item, 1, execution_options=options)
+        assert lamp is not None
+        deleted_at = lamp.deleted_at
+        for item_id in (1, 99):  # 1 is in the trash, 99 never existed
+            try:
+                with capture_sql(engine) as sent:
+                    await soft_delete_item(session, item_id)
+            except ItemNotFound as exc:
+                print(exc)
+                #> no live item 1
+                #> no live item 99
+        for line in sql_lines(sent[-1].statement):
+            print(line)
+            #> UPDATE items SET deleted_at=? WHERE items.id = ? AND
+            #>   items.deleted_at IS NULL RETURNING id
+        await session.refresh(lamp)
+        print("deleted_at kept:", lamp.deleted_at == deleted_at)
+        #> deleted_at kept: True
+
+
+# --8<-- [end:demo_not_found]
+
+
+# --8<-- [start:demo_unique]
+async def demo_unique(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        lamp = await create_item(session, "Lamp", category_id=1)
+        print("a new Lamp:", lamp.id, "(the old one is in the trash)")
+        #> a new Lamp: 4 (the old one is in the trash)
+    async with sessions() as session:
+        try:
+            await create_item(session, "Lamp", category_id=1)
+        except NameTaken as exc:
+            print(exc)
+            #> a live item is named 'Lamp'
+    async with sessions() as session:
+        try:
+            await restore_item(session, 1)
+        except NameTaken as exc:
+            print(exc)
+            #> item 1: its name is taken
+    async with sessions() as session:
+        try:
+            await restore_item(session, 2)
+        except ItemNotFound as exc:
+            print(exc)
+            #> no deleted item 2
+    async with sessions.begin() as session:
+        await soft_delete_item(session, 4)
+        old_lamp = await restore_item(session, 1)
+        print("restored:", old_lamp.id, old_lamp.name, old_lamp.deleted_at)
+        #> restored: 1 Lamp None
+        trash = await list_trash(session)
+        print("trash:", [(item.id, item.name) for item in trash])
+        #> trash: [(4, 'Lamp')]
+
+
+# --8<-- [end:demo_unique]
+
+
+# --8<-- [start:demo_purge]
+async def demo_purge(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        long_ago = utcnow() - timedelta(days=40)
+        await soft_delete_item(session, 3, now=long_ago)  # the Chair
+        purged = await purge_deleted(session, older_than=timedelta(days=30))
+        print("purged:", purged)
+        #> purged: [3]
+        trash = await list_trash(session)
+        print("trash:", [(item.id, item.name) for item in trash])
+        #> trash: [(4, 'Lamp')]
+
+
+# --8<-- [end:demo_purge]
+
+
+# --8<-- [start:query_plan]
+async def query_plan(
+    engine: AsyncEngine, session: AsyncSession, query: Executable
+) -> list[str]:
+    """The plan of the SQL the session really sends for the query."""
+    with capture_sql(engine) as sent:
+        await session.execute(query)
+    statement, parameters = sent[-1]
+    sqlite = engine.dialect.name == "sqlite"
+    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    conn = await session.connection()
+    rows = await conn.exec_driver_sql(explain + statement, parameters)
+    return [row[-1] for row in rows]
+
+
+# --8<-- [end:query_plan]
+
+
+# --8<-- [start:demo_plan]
+async def demo_plan(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        live = select(Item).where(Item.name == "Lamp")
+        print(*await query_plan(engine, session, live))
+        #> SEARCH items USING INDEX uq_items_live_name (name=?)
+        every = live.execution_options(include_deleted=True)
+        print(*await query_plan(engine, session, every))
+        #> SCAN items
+        by_name = select(Item).order_by(Item.name)
+        print(*await query_plan(engine, session, by_name))
+        #> SCAN items USING INDEX uq_items_live_name
+
+
+# --8<-- [end:demo_plan]
+
+
+# --8<-- [start:flag_model]
+class Note(Base):
+    """A boolean flag, as many tutorials write soft delete."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    is_deleted: Mapped[bool] = mapped_column(
+        default=False, server_default=false()
+    )
+
+
+LIVE_NOTES = Note.is_deleted == false()  # one expression: index and queries
+Index(
+    "ix_notes_live_title",
+    Note.title,
+    sqlite_where=LIVE_NOTES,
+    postgresql_where=LIVE_NOTES,
+)
+# --8<-- [end:flag_model]
+
+
+# --8<-- [start:demo_flag_trap]
+async def demo_flag_trap(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        for where in (LIVE_NOTES, Note.is_deleted.is_(False)):
+            print("WHERE", where.compile(engine.sync_engine))
+            #> WHERE notes.is_deleted = 0
+            #> WHERE notes.is_deleted IS 0
+        good = select(Note).where(LIVE_NOTES).order_by(Note.title)
+        print(*await query_plan(engine, session, good), sep="; ")
+        #> SCAN notes USING INDEX ix_notes_live_title
+        bad = select(Note).where(Note.is_deleted.is_(False))
+        bad = bad.order_by(Note.title)
+        print(*await query_plan(engine, session, bad), sep="; ")
+        #> SCAN notes; USE TEMP B-TREE FOR ORDER BY
+
+
+# --8<-- [end:demo_flag_trap]
+
+
+# --8<-- [start:app]
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    deleted_at: datetime | None
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions.begin() as session:  # commit, or rollback on error
+        yield session
+
+
+DB = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ItemId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # an INTEGER column
+Responses = dict[int | str, dict[str, object]]  # OpenAPI: documented errors
+NOT_FOUND: Responses = {404: {"description": "No such live (or deleted) item"}}
+CONFLICT: Responses = {409: {"description": "A live item has this name"}}
+
+
+def error_reply(
+    code: int,
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def reply(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+    return reply
+
+
+def create_app(database_url: str) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_async_engine(database_url)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        app.state.sessions = create_session_factory(engine)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_exception_handler(ItemNotFound, error_reply(404))
+    app.add_exception_handler(NameTaken, error_reply(409))
+
+    @app.post("/items", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+    async def post_item(body: ItemIn, session: DB) -> ItemOut:
+        return ItemOut.model_validate(await create_item(session, body.name))
+
+    @app.get("/items/deleted")  # before /items/{item_id}
+    async def get_trash(
+        session: DB,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10**6)] = 0,
+    ) -> list[ItemOut]:
+        trash = await list_trash(session, limit=limit, offset=offset)
+        return [ItemOut.model_validate(item) for item in trash]
+
+    @app.get("/items/{item_id}", responses=NOT_FOUND)
+    async def get_one(item_id: ItemId, session: DB) -> ItemOut:
+        return ItemOut.model_validate(await get_item(session, item_id))
+
+    @app.delete("/items/{item_id}", status_code=204, responses=NOT_FOUND)
+    async def delete_one(item_id: ItemId, session: DB) -> None:
+        await soft_delete_item(session, item_id)
+
+    @app.post("/items/{item_id}/restore", responses=NOT_FOUND | CONFLICT)
+    async def restore_one(item_id: ItemId, session: DB) -> ItemOut:
+        return ItemOut.model_validate(await restore_item(session, item_id))
+
+    return app
+
+
+# --8<-- [end:app]
+
+
+# --8<-- [start:demo_http]
+def summary(reply: httpx.Response) -> str:
+    if not reply.content:
+        return ""
+    data = reply.json()
+    if isinstance(data, list):
+        return str([item["name"] for item in data])
+    if "detail" in data:
+        return str(data["detail"])
+    return f"id={data['id']} name={data['name']}"
+
+
+async def demo_http(url: str) -> None:
+    app = create_app(url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t"
+        ) as client:
+            for method, path, body in [
+                ("POST", "/items", {"name": "Lamp"}),
+                ("DELETE", "/items/1", None),
+                ("DELETE", "/items/1", None),
+                ("GET", "/items/1", None),
+                ("POST", "/items", {"name": "Lamp"}),
+                ("POST", "/items/1/restore", None),
+                ("GET", "/items/deleted", None),
+            ]:
+                reply = await client.request(method, path, json=body)
+                shown = f"{reply.status_code} {summary(reply)}".rstrip()
+                print(method, path, "->", shown)
+                #> POST /items -> 201 id=1 name=Lamp
+                #> DELETE /items/1 -> 204
+                #> DELETE /items/1 -> 404 no live item 1
+                #> GET /items/1 -> 404 no live item 1
+                #> POST /items -> 201 id=2 name=Lamp
+                #> POST /items/1/restore -> 409 item 1: its name is taken
+                #> GET /items/deleted -> 200 ['Lamp']
+
+
+# --8<-- [end:demo_http]
+
+
+# --8<-- [start:main]
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def url(name: str) -> str:
+            return f"sqlite+aiosqlite:///{Path(tmp) / name}"
+
+        naive = await create_database(url("naive.db"))
+        await demo_naive(async_sessionmaker(naive, expire_on_commit=False))
+        await naive.dispose()
+
+        engine = await create_database(url("soft_delete.db"))
+        sessions = create_session_factory(engine)
+        await demo_global_filter(engine, sessions)
+        await demo_opt_in(sessions)
+        await demo_identity_map(engine, sessions)
+        await demo_not_found(engine, sessions)
+        await demo_unique(sessions)
+        await demo_purge(sessions)
+        await demo_plan(engine, sessions)
+        await demo_flag_trap(engine, sessions)
+        await engine.dispose()
+
+        await demo_http(url("app.db"))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+# --8<-- [end:main]

@@ -1,0 +1,236 @@
+"""The reference API under concurrency and injected faults, both backends.
+
+Concurrent requests are started together with asyncio.gather against one app:
+each gets its own session and connection, as under a server. No sleeps: a wrong
+implementation (read, decide in Python, write) interleaves at its awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from snippets.inventory import create_app
+from snippets.inventory.database import create_engine, create_session_factory
+from snippets.inventory.models import Base, Item, Order, OrderLine
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+# FastAPI builds an app's routes (and their validators) lazily, which costs
+# more than a test: the tests share one app, pointed at a new database each.
+APP = create_app()
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    APP.state.settings = replace(APP.state.settings, database_url=database_url)
+    async with APP.router.lifespan_context(APP):
+        yield APP
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+@pytest.fixture
+def sessions(app: FastAPI) -> Sessions:
+    return app.state.sessions  # type: ignore[no-any-return]
+
+
+async def create_items(client: httpx.AsyncClient, *stocks: int) -> None:
+    rows = [
+        {"name": f"item{n}", "category": "c", "price": "2.00", "stock": stock}
+        for n, stock in enumerate(stocks, 1)
+    ]
+    reply = await client.post("/items/bulk", json={"items": rows})
+    assert reply.status_code == 201
+
+
+async def state(sessions: Sessions) -> dict[int, tuple[int, int]]:
+    """id -> (version, stock) of every item."""
+    async with sessions() as session:
+        rows = await session.execute(select(Item.id, Item.version, Item.stock))
+        return {i: (v, s) for i, v, s in rows.all()}
+
+
+async def count(sessions: Sessions, model: type) -> int:
+    async with sessions() as session:
+        query = select(func.count()).select_from(model)
+        return int(await session.scalar(query) or 0)
+
+
+def order(*item_ids: int, quantity: int = 1) -> dict[str, Any]:
+    lines = [{"item_id": i, "quantity": quantity} for i in item_ids]
+    return {"customer": "Ada", "lines": lines}
+
+
+# --- concurrency ---------------------------------------------------------------
+
+
+async def test_concurrent_if_match_updates_have_one_winner_per_version(
+    client: httpx.AsyncClient,
+):
+    await create_items(client, 0)
+    for version in (1, 2, 3):
+        replies = await asyncio.gather(
+            *(
+                client.patch(
+                    "/items/1", json={"stock": n}, headers={"If-Match": f'"{version}"'}
+                )
+                for n in range(8)
+            )
+        )
+        codes = sorted(reply.status_code for reply in replies)
+        assert codes == [200] + [412] * 7
+        [winner] = [reply for reply in replies if reply.status_code == 200]
+        item = (await client.get("/items/1")).json()
+        assert item["version"] == version + 1
+        assert item["stock"] == winner.json()["stock"]  # the winner's write
+
+
+async def test_twenty_concurrent_orders_against_a_stock_of_five(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 5)
+    replies = await asyncio.gather(
+        *(client.post("/orders", json=order(1)) for _ in range(20))
+    )
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes == [201] * 5 + [409] * 15
+    assert await state(sessions) == {1: (6, 0)}  # 5 writes, never below zero
+    assert await count(sessions, Order) == 5
+    assert await count(sessions, OrderLine) == 5
+
+
+async def test_orders_listing_items_in_opposite_orders_do_not_deadlock(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 100, 100, 100)
+    orders = [order(1, 2, 3), order(3, 2, 1), order(2, 3, 1)] * 6
+    replies = await asyncio.gather(*(client.post("/orders", json=o) for o in orders))
+    assert [reply.status_code for reply in replies] == [201] * 18
+    assert await state(sessions) == {1: (19, 82), 2: (19, 82), 3: (19, 82)}
+
+
+async def test_concurrent_bulk_patches_never_lose_a_version_bump(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0, 0, 0, 0, 0)
+    id_sets = [[1, 2, 3], [3, 2, 1], [5, 4, 3], [2, 4], [1, 5], [4, 3, 2, 1]] * 2
+    replies = await asyncio.gather(
+        *(
+            client.patch("/items/bulk", json={"ids": ids, "values": {"stock": n}})
+            for n, ids in enumerate(id_sets)
+        )
+    )
+    assert [reply.status_code for reply in replies] == [200] * len(id_sets)
+    bumps = {i: sum(i in ids for ids in id_sets) for i in range(1, 6)}
+    versions = {i: version for i, (version, _) in (await state(sessions)).items()}
+    assert versions == {i: 1 + n for i, n in bumps.items()}
+
+
+async def test_concurrent_creates_of_one_name_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    item = {"name": "Mug", "category": "c", "price": "1"}
+    replies = await asyncio.gather(
+        *(client.post("/items", json=item) for _ in range(6))
+    )
+    assert sorted(reply.status_code for reply in replies) == [201] + [409] * 5
+    assert await count(sessions, Item) == 1
+
+
+# --- injected faults -------------------------------------------------------------
+
+
+@pytest.fixture
+def fail_after_insert_into(app: FastAPI) -> Iterator[Any]:
+    """Make the database accept an INSERT into a table, then crash."""
+    engine: AsyncEngine = app.state.sessions.kw["bind"]
+    tables: set[str] = set()
+
+    def crash(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if any(statement.startswith(f"INSERT INTO {t} ") for t in tables):
+            raise RuntimeError("injected fault")
+
+    event.listen(engine.sync_engine, "after_cursor_execute", crash)
+    yield tables.add
+    event.remove(engine.sync_engine, "after_cursor_execute", crash)
+
+
+async def test_a_crash_after_the_order_lines_are_written_leaves_nothing(
+    client: httpx.AsyncClient, sessions: Sessions, fail_after_insert_into: Any
+):
+    await create_items(client, 5, 5)
+    before = await state(sessions)
+    fail_after_insert_into("order_lines")
+    reply = await client.post("/orders", json=order(1, 2))
+    assert reply.status_code == 500
+    assert await state(sessions) == before  # the stock was given back
+    assert await count(sessions, Order) == 0
+    assert await count(sessions, OrderLine) == 0
+
+
+async def test_a_crash_after_a_bulk_insert_leaves_nothing(
+    client: httpx.AsyncClient, sessions: Sessions, fail_after_insert_into: Any
+):
+    fail_after_insert_into("items")
+    rows = [{"name": f"n{n}", "category": "c", "price": "1"} for n in range(300)]
+    reply = await client.post("/items/bulk", json={"items": rows})
+    assert reply.status_code == 500
+    assert await count(sessions, Item) == 0
+
+
+async def test_sqlite_writers_wait_for_the_lock_on_every_connection(sqlite_url: str):
+    """SQLite only: the pragmas that make the tests above pass on SQLite.
+
+    busy_timeout makes a writer wait for the write lock instead of failing
+    with "database is locked"; WAL lets readers go on meanwhile.
+    """
+    engine = create_engine(sqlite_url)
+    try:
+        connections = [await engine.connect() for _ in range(3)]
+        for conn in connections:
+            pragmas = [
+                (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("busy_timeout", "journal_mode", "foreign_keys")
+            ]
+            assert pragmas == [5000, "wal", 1]
+        for conn in connections:
+            await conn.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_transactions_begin_at_the_first_write(sqlite_url: str):
+    """SQLite only: why busy_timeout suffices here, without BEGIN IMMEDIATE.
+
+    The driver sends BEGIN just before the first INSERT/UPDATE, so every write
+    path takes the write lock with its first write (waiting for it), instead
+    of reading in a transaction and then failing to upgrade its lock.
+    """
+    engine = create_engine(sqlite_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    try:
+        async with create_session_factory(engine).begin() as session:
+            conn = await session.connection()
+            raw = (await conn.get_raw_connection()).driver_connection
+            await session.scalars(select(Item.id).with_for_update())
+            assert not raw.in_transaction
+            await session.execute(update(Item).values(stock=Item.stock))
+            assert raw.in_transaction
+    finally:
+        await engine.dispose()
