@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
 FIELDS = {"benchmark", "backend", "case", "metric", "value", "runs", "params"}
