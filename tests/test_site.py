@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urljoin
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from playwright.sync_api import Browser, sync_playwright
 
 from tools import notebooks as nb
 from tools.site_hooks import copy_notebooks
@@ -103,21 +95,6 @@ def test_notebook_runs_and_prints_the_page_output(stem: str, executed):
     assert not leftovers, "a notebook must keep its files in a temporary directory"
 
 
-@pytest.fixture(scope="session")
-def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    site = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return site
-
-
 def test_mkdocs_builds_strict(built_site: Path):
     for stem in nb.section_stems():
         assert (built_site / "notebooks" / f"{stem}.ipynb").is_file()
@@ -141,118 +118,3 @@ def test_zensical_builds(tmp_path: Path):
     for stem in nb.section_stems():
         assert (site / stem / "index.html").is_file()
         assert (site / "notebooks" / f"{stem}.ipynb").is_file()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="session")
-def served_site(built_site: Path) -> Iterator[str]:
-    handler = functools.partial(QuietHandler, directory=str(built_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("COOKBOOK_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
-        )
-        yield browser
-        browser.close()
-
-
-def site_pages(built_site: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(built_site).parent)
-        for p in built_site.rglob("index.html")
-        if "assets" not in p.parts
-    )
-
-
-def test_every_page_loads_without_console_errors_and_every_link_resolves(
-    built_site: Path, served_site: str, browser: Browser
-):
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    links: set[str] = set()
-    for path in site_pages(built_site):
-        url = urljoin(served_site, "" if path == "." else f"{path}/")
-        response = page.goto(url, wait_until="load")
-        assert response is not None
-        assert response.ok, url
-        hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-        links |= {h.split("#")[0] for h in hrefs if h.startswith(served_site)}
-        blocks = page.locator(".md-content pre").count()
-        copy_buttons = page.locator(".md-content pre button[data-md-type=copy]")
-        assert copy_buttons.count() == blocks, f"{url}: a code block lacks copy"
-    assert not errors
-    broken = [link for link in sorted(links) if not reachable(link)]
-    assert not broken
-    downloads = {link for link in links if link.endswith(".ipynb")}
-    assert {
-        f"{served_site}notebooks/{s}.ipynb" for s in nb.section_stems()
-    } <= downloads
-
-
-def reachable(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return bool(reply.status == 200)
-    except urllib.error.URLError:
-        return False
-
-
-def test_search_finds_a_recipe_by_keyword(served_site: str, browser: Browser):
-    page = browser.new_page()
-    page.goto(served_site, wait_until="load")
-    page.locator("input.md-search__input").click()
-    page.keyboard.type("MissingGreenlet")  # keystrokes: search runs on keyup
-    result = page.locator(".md-search-result__item").first
-    result.wait_for(timeout=10_000)
-    assert "Sessions" in page.locator(".md-search-result__list").inner_text()
-
-
-def test_a_content_tab_switches(built_site: Path, served_site: str, browser: Browser):
-    tabbed = [
-        p
-        for p in site_pages(built_site)
-        if 'class="tabbed-set' in (built_site / p / "index.html").read_text()
-    ]
-    assert tabbed, "no page uses content tabs"
-    page = browser.new_page()
-    page.goto(urljoin(served_site, f"{tabbed[0]}/"), wait_until="load")
-    tab_set = page.locator(".tabbed-set").first
-    second = tab_set.locator(".tabbed-labels > label").nth(1)
-    second.click()
-    panel = tab_set.locator(".tabbed-content > .tabbed-block").nth(1)
-    assert panel.is_visible()
-    assert not tab_set.locator(".tabbed-content > .tabbed-block").first.is_visible()
