@@ -281,6 +281,17 @@ async def patch_item_naive(
 # --8<-- [end:naive_patch]
 
 
+# --8<-- [start:naive_response]
+@inline.get("/{item_id}/raw")
+async def read_item_raw(  # type: ignore[no-untyped-def]  # noqa: ANN201
+    item_id: int, session: PlainSession
+):  # no return type, so no response model
+    return await session.get(Item, item_id)
+
+
+# --8<-- [end:naive_response]
+
+
 # --8<-- [start:app]
 def create_app(database_url: str) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
@@ -383,6 +394,20 @@ async def demo_mass_assignment(client: httpx.AsyncClient) -> None:
 # --8<-- [end:demo_mass_assignment]
 
 
+# --8<-- [start:demo_response_model]
+async def demo_response_model(client: httpx.AsyncClient) -> None:
+    mug = await client.post("/items", json={"name": "Mug", "price": "4.10"})
+    url = f"/items/{mug.json()['id']}"
+    raw = (await client.get(f"/inline{url}/raw")).json()
+    print(dict(sorted(raw.items())))  # sorted: its key order varies by run
+    #> {'cost': 0.0, 'id': 100, 'name': 'Mug', 'price': 4.1, 'stock': 0}
+    print((await client.get(url)).json())
+    #> {'id': 100, 'name': 'Mug', 'price': '4.10', 'stock': 0}
+
+
+# --8<-- [end:demo_response_model]
+
+
 # --8<-- [start:main]
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -391,6 +416,7 @@ async def main() -> None:
             await demo_status_codes(client)
             await demo_composition(client)
             await demo_mass_assignment(client)
+            await demo_response_model(client)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -189,6 +189,49 @@ def sql_lines(statement: str) -> list[str]:
 
 
 # --8<-- [end:setup]
+
+
+# --8<-- [start:naive_clock]
+class NaiveStamp(Base):
+    """A deletion time as the popular tutorials store it."""
+
+    __tablename__ = "naive_stamps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime)  # no time zone
+
+
+def naive_utcnow() -> datetime:
+    return datetime.utcnow()  # noqa: DTZ003 - naive, deprecated in 3.12
+
+
+# --8<-- [end:naive_clock]
+
+
+# --8<-- [start:demo_naive_clock]
+async def demo_naive_clock(sessions: async_sessionmaker[AsyncSession]) -> None:
+    month_ago = naive_utcnow() - timedelta(days=30)
+    async with sessions.begin() as session:
+        session.add(NaiveStamp(id=1, deleted_at=month_ago))
+    async with sessions() as session:
+        stamp = await session.get(NaiveStamp, 1)
+        assert stamp is not None
+        print("tzinfo:", stamp.deleted_at.tzinfo)
+        #> tzinfo: None
+        try:
+            print(stamp.deleted_at < utcnow() - timedelta(days=7))
+        except TypeError as error:  # what a purge job meets
+            print("TypeError:", error)
+            #> TypeError: can't compare offset-naive and offset-aware datetimes
+        session.add(Item(name="Clock", deleted_at=naive_utcnow()))
+        try:
+            await session.flush()  # UTCDateTime refuses it before any SQL
+        except StatementError as error:
+            print(f"{type(error.orig).__name__}: {error.orig}")
+            #> ValueError: naive datetime: pass an aware one
+
+
+# --8<-- [end:demo_naive_clock]
 
 
 # --8<-- [start:naive]
@@ -779,7 +822,9 @@ async def main() -> None:
             return f"sqlite+aiosqlite:///{Path(tmp) / name}"
 
         naive = await create_database(url("naive.db"))
-        await demo_naive(async_sessionmaker(naive, expire_on_commit=False))
+        naive_sessions = async_sessionmaker(naive, expire_on_commit=False)
+        await demo_naive_clock(naive_sessions)
+        await demo_naive(naive_sessions)
         await naive.dispose()
 
         engine = await create_database(url("soft_delete.db"))

@@ -50,6 +50,25 @@ async def test_create_returns_201_with_the_public_fields_only(client):
     assert "cost" not in reply.json()
 
 
+async def test_naive_response_publishes_internal_fields_as_floats(client):
+    pen_id = (await client.post("/items", json=PEN)).json()["id"]
+    raw = await client.get(f"/inline/items/{pen_id}/raw")
+    assert raw.status_code == 200
+    assert raw.json()["cost"] == 0.0  # internal, published
+    assert raw.json()["price"] == 1.5  # a float, not the exact "1.50"
+    fixed = await client.get(f"/items/{pen_id}")
+    assert fixed.json() == {"id": pen_id, **PEN}
+
+
+async def test_only_the_response_model_route_documents_its_output(client):
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    raw = paths["/inline/items/{item_id}/raw"]["get"]["responses"]["200"]
+    fixed = paths["/items/{item_id}"]["get"]["responses"]["200"]
+    assert raw["content"]["application/json"]["schema"] == {}
+    schema = fixed["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/ItemOut"}
+
+
 @pytest.mark.parametrize("prefix", ["/items", "/inline/items"])
 async def test_duplicate_name_is_409_in_both_styles(client, prefix):
     assert (await client.post(prefix, json=PEN)).status_code == 201

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 from sqlalchemy import exists, false, func, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
@@ -17,6 +17,7 @@ from snippets.soft_delete import (
     Category,
     Item,
     ItemNotFound,
+    NaiveStamp,
     NameTaken,
     Note,
     capture_sql,
@@ -31,6 +32,7 @@ from snippets.soft_delete import (
     naive_list_items,
     naive_rename_item,
     naive_soft_delete,
+    naive_utcnow,
     purge_deleted,
     query_plan,
     restore_item,
@@ -259,6 +261,35 @@ async def test_deleted_at_is_aware_utc_in_and_out(
     assert deleted_at == NOW
     assert deleted_at is not None
     assert deleted_at.tzinfo is UTC
+
+
+async def test_naive_utcnow_reads_back_naive_and_breaks_an_aware_comparison(
+    plain_sessions: Sessions,
+):
+    async with plain_sessions.begin() as session:
+        session.add(NaiveStamp(id=1, deleted_at=naive_utcnow()))
+    async with plain_sessions() as session:
+        stamp = await session.get(NaiveStamp, 1)
+        assert stamp is not None
+        assert stamp.deleted_at.tzinfo is None
+        with pytest.raises(TypeError, match="offset-naive and offset-aware"):
+            _ = stamp.deleted_at < datetime.now(UTC)
+
+
+async def test_an_aware_time_in_a_plain_datetime_column_splits_the_backends(
+    engine: AsyncEngine, plain_sessions: Sessions
+):
+    paris_noon = datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    async with plain_sessions() as session:
+        session.add(NaiveStamp(id=1, deleted_at=paris_noon))
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(DBAPIError, match="offset-naive and offset-aware"):
+                await session.commit()
+            return
+        await session.commit()
+        stored = await session.scalar(select(NaiveStamp.deleted_at))
+    assert stored == datetime(2026, 6, 1, 12, 0)  # noqa: DTZ001 - the offset is gone
+    assert stored.replace(tzinfo=UTC) != paris_noon  # read as UTC: 2 hours off
 
 
 async def test_concurrent_deletes_of_one_item_let_exactly_one_win(
