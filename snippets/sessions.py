@@ -331,6 +331,27 @@ async def count_authors(session: AsyncSession) -> int:
 # --8<-- [end:demo_begin]
 
 
+# --8<-- [start:demo_expire_on_commit]
+async def demo_expire_on_commit(engine: AsyncEngine) -> None:
+    naive = async_sessionmaker(engine)  # the default: expire_on_commit=True
+    fixed = create_session_factory(engine)
+    for name, sessions in (("Cy", naive), ("Di", fixed)):
+        async with sessions() as session:
+            author = Author(name=name)
+            session.add(author)
+            await session.commit()  # the default expires every attribute
+            try:
+                print("after commit:", author.name)
+            except SQLAlchemyError as exc:  # reading it again needs an await
+                cause = getattr(exc, "orig", None) or exc
+                print("after commit:", type(cause).__name__)
+            #> after commit: MissingGreenlet
+            #> after commit: Di
+
+
+# --8<-- [end:demo_expire_on_commit]
+
+
 # --8<-- [start:main]
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,6 +363,7 @@ async def main() -> None:
             await demo_rollback(app)
             await demo_lazy_load(app.state.sessions)
             await demo_begin(app.state.sessions)
+            await demo_expire_on_commit(app.state.sessions.kw["bind"])
 
 
 if __name__ == "__main__":

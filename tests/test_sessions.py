@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError, InvalidRequestError, SQLAlchemyError
+from sqlalchemy.exc import (
+    IntegrityError,
+    InvalidRequestError,
+    MissingGreenlet,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.sessions import (
     Author,
+    Base,
     Book,
     create_app,
     create_engine,
@@ -217,6 +223,23 @@ async def test_expire_on_commit_false_keeps_objects_readable(database_url: str):
         assert author.name == "Ann"  # no reload, no MissingGreenlet
     plain = create_session_factory(sessions.kw["bind"])
     assert plain.kw["expire_on_commit"] is False
+
+
+async def test_default_session_factory_fails_reading_after_commit(database_url: str):
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            author = Author(name="Ann")
+            session.add(author)
+            await session.commit()
+            with pytest.raises(SQLAlchemyError) as failure:
+                _ = author.name
+        cause = getattr(failure.value, "orig", None) or failure.value
+        assert isinstance(cause, MissingGreenlet)
+    finally:
+        await engine.dispose()
 
 
 async def test_postgres_rollback_still_consumes_the_sequence(postgres_url: str):
