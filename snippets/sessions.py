@@ -341,10 +341,10 @@ async def demo_expire_on_commit(engine: AsyncEngine) -> None:
             session.add(author)
             await session.commit()  # the default expires every attribute
             try:
-                print("after commit:", author.name)
+                shown = author.name
             except SQLAlchemyError as exc:  # reading it again needs an await
-                cause = getattr(exc, "orig", None) or exc
-                print("after commit:", type(cause).__name__)
+                shown = type(getattr(exc, "orig", None) or exc).__name__
+            print("after commit:", shown)
             #> after commit: MissingGreenlet
             #> after commit: Di
 
