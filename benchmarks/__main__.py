@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
+NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
 
 
 def main() -> int:

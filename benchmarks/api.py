@@ -33,8 +33,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def start_server(
+    database_url: str, port: int, pool_size: int = 20
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "INVENTORY_POOL_SIZE": str(pool_size),
+    }
     command = [sys.executable, "-m", "benchmarks.api_server", str(port)]
     server = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 30
@@ -111,8 +117,6 @@ def seed(port: int, count: int) -> None:
 
 
 async def run(config: Config) -> list[Result]:
-    seconds = 0.3 if config.quick else 2.0
-    connections = 20
     backends = ["sqlite"] + (["postgresql"] if config.postgres_url else [])
     results: list[Result] = []
     for backend in backends:
@@ -128,34 +132,57 @@ async def run(config: Config) -> list[Result]:
         server = start_server(url, port)
         try:
             seed(port, 1000)
-            limit = None
+            limit = 0.0
             for case, path in ENDPOINTS:
-                runs = [
-                    load_in_process(port, path, connections, seconds)
-                    for _ in range(config.repeats)
-                ]
-                value = sorted(runs)[len(runs) // 2]
-                limit = limit or value
-                results.append(
-                    Result(
-                        "api",
-                        backend,
-                        case,
-                        "req/s",
-                        value,
-                        runs,
-                        {
-                            "path": path,
-                            "connections": connections,
-                            "seconds": seconds,
-                        },
-                        ratio=value / limit,
-                    )
+                result = measure_path(
+                    config, backend, case=case, path=path, port=port, limit=limit
                 )
+                limit = limit or result.value
+                results.append(result)
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop(server)
+        # The same read with SQLAlchemy's default pool (5 connections, 10
+        # more opened and closed per request): the cost of an undersized pool.
+        port = free_port()
+        server = start_server(url, port, pool_size=5)
+        try:
+            case, path = "GET /items/{id}, pool_size=5", "/items/7"
+            result = measure_path(
+                config, backend, case=case, path=path, port=port, limit=limit
+            )
+            results.append(result)
+        finally:
+            stop(server)
     return results
+
+
+CONNECTIONS = 20
+
+
+def measure_path(
+    config: Config, backend: str, *, case: str, path: str, port: int, limit: float
+) -> Result:
+    seconds = 0.3 if config.quick else 2.0
+    runs = [
+        load_in_process(port, path, CONNECTIONS, seconds) for _ in range(config.repeats)
+    ]
+    value = sorted(runs)[len(runs) // 2]
+    extra = {"path": path, "connections": CONNECTIONS, "seconds": seconds}
+    return Result(
+        "api",
+        backend,
+        case,
+        "req/s",
+        value,
+        runs,
+        extra,
+        ratio=value / (limit or value),
+    )
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=10)
 
 
 async def reset_postgres(url: str) -> None:

@@ -175,7 +175,7 @@ async def orm_returning_unordered(engine: AsyncEngine, n: int) -> float:
     timer = Timer()
     async with sessions.begin() as session:
         statement = insert(Bench).returning(Bench.id, Bench.name)
-        ids = dict((await session.execute(statement, data)).tuples().all())
+        ids = dict((await session.execute(statement, data)).all())
     assert len(ids) == n
     return timer.seconds
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.__main__ import NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api"]
+
 FIELDS = {"benchmark", "backend", "case", "metric", "value", "runs", "params"}
 
 
@@ -85,3 +87,21 @@ def test_locking_correct_variants_lose_no_update(quick_results):
             continue
         writers = result["params"]["writers"]
         assert result["params"]["final"] == [writers] * len(result["runs"])
+
+
+def test_api_measures_the_limit_every_read_and_the_default_pool(quick_results):
+    cases = [r["case"] for r in quick_results["api"]["results"]]
+    assert cases == [
+        "limit: no-DB route",
+        "GET /items/{id}",
+        "GET /items?limit=20",
+        "GET /items/{id}, pool_size=5",
+    ]
+
+
+def test_read_layers_add_one_layer_per_case_from_the_driver(quick_results):
+    results = quick_results["read_layers"]["results"]
+    assert results[0]["case"].startswith("driver alone")
+    assert results[0]["ratio"] == 1
+    assert results[-1]["case"] == "+ BEGIN and COMMIT (the API's session)"
+    assert len({r["case"] for r in results}) == len(results) == 5

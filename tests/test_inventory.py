@@ -94,6 +94,28 @@ def test_database_url_defaults_to_env_then_local_sqlite(
     assert explicit.state.settings.database_url == "sqlite+aiosqlite:///x.db"
 
 
+def test_pool_size_defaults_to_20_and_refuses_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv("INVENTORY_POOL_SIZE", raising=False)
+    assert create_app().state.settings.pool_size == 20
+    monkeypatch.setenv("INVENTORY_POOL_SIZE", "8")
+    assert create_app().state.settings.pool_size == 8
+    for bad in ("0", "-3", "ten", ""):
+        monkeypatch.setenv("INVENTORY_POOL_SIZE", bad)
+        with pytest.raises(ValueError, match="INVENTORY_POOL_SIZE must be a pos"):
+            create_app()
+
+
+async def test_the_engine_keeps_pool_size_connections(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+):
+    monkeypatch.setenv("INVENTORY_POOL_SIZE", "7")
+    app = create_app(database_url)
+    async with app.router.lifespan_context(app):
+        assert app.state.sessions.kw["bind"].pool.size() == 7
+
+
 async def test_lifespan_creates_missing_tables_and_keeps_existing_data(
     database_url: str,
 ):

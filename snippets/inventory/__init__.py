@@ -22,7 +22,8 @@ from snippets.inventory.settings import load_settings
 # --8<-- [start:app]
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_engine(app.state.settings.database_url)
+    settings = app.state.settings
+    engine = create_engine(settings.database_url, settings.pool_size)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)  # only missing tables
     app.state.sessions = create_session_factory(engine)

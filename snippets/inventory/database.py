@@ -22,8 +22,8 @@ from snippets.inventory.models import Item
 
 
 # --8<-- [start:engine]
-def create_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url)
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
     return engine

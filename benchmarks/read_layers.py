@@ -1,0 +1,162 @@
+"""Where a read's time goes: one item by id, layer by layer, in one process.
+
+The reference API's GET /items/{id} is a database read wrapped in layers:
+the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction.
+Each case adds one layer; reads run one after another, so each figure is the
+latency (CPU plus round trips) of one read.
+
+    python -m benchmarks.read_layers [--quick]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from benchmarks.common import Config, Result, main, measure
+from snippets.inventory import crud
+from snippets.inventory.database import create_engine, create_session_factory
+from snippets.inventory.models import Base, Item
+
+ITEM_ID = 7
+SQL = "SELECT id, name, price, stock FROM items WHERE id = {} AND deleted_at IS NULL"
+
+
+async def prepare(url: str) -> AsyncEngine:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+        rows = [
+            {
+                "name": f"item {i}",
+                "category": "tools",
+                "status": "active",
+                "price": Decimal("9.99"),
+                "stock": 10,
+                "created_at": datetime.now(UTC),
+                "updated_at": datetime.now(UTC),
+            }
+            for i in range(100)
+        ]
+        await conn.execute(insert(Item), rows)
+    return engine
+
+
+Read = Callable[[], Awaitable[Any]]
+
+
+def layers(engine: AsyncEngine) -> tuple[dict[str, Read], dict[str, Any]]:
+    """Each case: one read, with one more layer than the case before."""
+    # No BEGIN for the first layers. SQLite's driver sends none before a
+    # SELECT anyway, and switching its mode costs a trip to its thread.
+    autocommit = (
+        engine
+        if engine.dialect.name == "sqlite"
+        else engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
+    orm = async_sessionmaker(autocommit, expire_on_commit=False)
+    filtered = create_session_factory(autocommit)
+    per_request = create_session_factory(engine)
+    core_query = select(Item.__table__).where(Item.id == ITEM_ID)
+    raw: dict[str, Any] = {}
+
+    async def driver() -> Any:
+        if "read" not in raw:  # one pooled connection, kept for the run
+            conn = await autocommit.connect()
+            raw["conn"] = conn
+            driver_conn = (await conn.get_raw_connection()).driver_connection
+            raw["read"] = await driver_reader(engine, driver_conn)
+        return await raw["read"]()
+
+    async def core() -> Any:
+        async with autocommit.connect() as conn:
+            return (await conn.execute(core_query)).first()
+
+    async def orm_read() -> Any:
+        async with orm() as session:
+            return await session.scalar(select(Item).where(Item.id == ITEM_ID))
+
+    async def orm_filtered() -> Any:
+        async with filtered() as session:
+            return await crud.get_item(session, ITEM_ID)
+
+    async def orm_transaction() -> Any:
+        async with per_request.begin() as session:  # what the API does
+            return await crud.get_item(session, ITEM_ID)
+
+    return {
+        "driver alone (prepared statement)": driver,
+        "+ SQLAlchemy Core, pooled connection": core,
+        "+ ORM session and entity": orm_read,
+        "+ soft-delete filter (do_orm_execute)": orm_filtered,
+        "+ BEGIN and COMMIT (the API's session)": orm_transaction,
+    }, raw
+
+
+async def driver_reader(engine: AsyncEngine, conn: Any) -> Callable[[], Awaitable[Any]]:
+    if engine.dialect.name == "postgresql":
+        statement = await conn.prepare(SQL.format("$1"))
+        return lambda: statement.fetchrow(ITEM_ID)
+
+    async def read() -> Any:  # aiosqlite: sqlite3 caches the statement
+        async with conn.execute(SQL.format("?"), (ITEM_ID,)) as cursor:
+            return await cursor.fetchone()
+
+    return read
+
+
+async def per_read_us(read: Callable[[], Awaitable[Any]], reads: int) -> float:
+    for _ in range(reads // 10):  # warm the caches
+        assert await read() is not None
+    started = time.perf_counter()
+    for _ in range(reads):
+        await read()
+    return (time.perf_counter() - started) / reads * 1e6
+
+
+async def run(config: Config) -> list[Result]:
+    reads = config.size(3000, 100)
+    urls = {"sqlite": f"sqlite+aiosqlite:///{config.workdir / 'layers.db'}"}
+    if config.postgres_url:
+        urls["postgresql"] = config.postgres_url
+    results: list[Result] = []
+    for backend, url in urls.items():
+        engine = await prepare(url)
+        cases, raw = layers(engine)
+        try:
+            first = 0.0
+            for case, read in cases.items():
+                value, runs = await measure(
+                    config.repeats, lambda read=read: per_read_us(read, reads)
+                )
+                first = first or value
+                results.append(
+                    Result(
+                        "read_layers",
+                        backend,
+                        case,
+                        "µs/read",
+                        value,
+                        runs,
+                        {"reads": reads},
+                        ratio=value / first,
+                    )
+                )
+        finally:
+            if "conn" in raw:
+                await raw["conn"].close()
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.drop_all)
+            await engine.dispose()
+    return results
+
+
+if __name__ == "__main__":
+    main("read_layers", run)
