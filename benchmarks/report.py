@@ -112,7 +112,9 @@ def api_goals(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot_pagination(results: list[dict[str, Any]]) -> str:
+def plot_pagination(results: list[dict[str, Any]], draw: bool) -> str:
+    if not draw:
+        return "assets/performance/pagination.png"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +141,9 @@ def plot_pagination(results: list[dict[str, Any]]) -> str:
     return "assets/performance/pagination.png"
 
 
-def plot_bulk(results: list[dict[str, Any]]) -> str:
+def plot_bulk(results: list[dict[str, Any]], draw: bool) -> str:
+    if not draw:
+        return "assets/performance/bulk_insert.png"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,7 +182,8 @@ def locking_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(documents: dict[str, dict[str, Any]]) -> str:
+def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
+    """The page's Markdown; with draw, also (re)draw its plots."""
     any_doc = next(iter(documents.values()))
     m = any_doc["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
@@ -213,7 +218,7 @@ def render(documents: dict[str, dict[str, Any]]) -> str:
             "",
             table([r for r in results if r["metric"] == "rows/s"], ["rows"]),
             "",
-            f"![Bulk insert rows/s per method]({plot_bulk(results)})",
+            f"![Bulk insert rows/s per method]({plot_bulk(results, draw)})",
             "",
             "Memory of the fast path, fed from a generator in chunks of 10,000 rows",
             "(peak Python allocations, tracemalloc): flat as the row count grows.",
@@ -232,7 +237,7 @@ def render(documents: dict[str, dict[str, Any]]) -> str:
             "",
             *pagination_goals(results),
             "",
-            f"![Page cost versus depth]({plot_pagination(results)})",
+            f"![Page cost versus depth]({plot_pagination(results, draw)})",
             "",
             table(results),
             "",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import report
 from benchmarks.__main__ import NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +106,13 @@ def test_read_layers_add_one_layer_per_case_from_the_driver(quick_results):
     assert results[0]["ratio"] == 1
     assert results[-1]["case"] == "+ BEGIN and COMMIT (the API's session)"
     assert len({r["case"] for r in results}) == len(results) == 5
+
+
+def test_the_performance_page_is_generated_from_the_committed_results():
+    page = ROOT / "docs" / "performance.md"
+    assert page.read_text() == report.render(report.load(), draw=False), (
+        "stale page: run `python -m benchmarks.report`"
+    )
+    for plot in ("bulk_insert", "pagination"):
+        assert (ROOT / "docs" / "assets" / "performance" / f"{plot}.png").is_file()
+    assert set(report.load()) == set(NAMES), "run `make bench`: results missing"

@@ -59,6 +59,15 @@ def test_every_section_is_in_the_site_navigation():
     assert all(f"{stem}.md" in nav for stem in SECTIONS)
 
 
+@pytest.mark.parametrize("stem", SECTIONS)
+def test_every_section_page_offers_its_notebook_and_its_source(stem: str):
+    page = (DOCS / f"{stem}.md").read_text()
+    assert f"](notebooks/{stem}.ipynb){{ .md-button" in page
+    package = (ROOT / "snippets" / stem).is_dir()
+    source = f"{stem}.zip" if package else f"{stem}.py"
+    assert f"](source/{source}){{ .md-button" in page
+
+
 @pytest.mark.parametrize(
     "path", SNIPPET_FILES + sorted(ROOT.glob("tests/*.py")), ids=rel
 )
