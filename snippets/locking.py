@@ -272,6 +272,27 @@ async def update_item(
 # --8<-- [end:version_id_col]
 
 
+# --8<-- [start:naive_cas]
+async def update_item_naive_cas(
+    session: AsyncSession,
+    item_id: int,
+    version: int,
+    changes: Mapping[str, object],
+) -> int:
+    """The popular version: zero rows always means a conflict."""
+    result = await session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.version == version)
+        .values(**writable(changes), version=Item.version + 1)
+    )
+    if cast(CursorResult[Any], result).rowcount == 0:
+        raise VersionConflictError(item_id, version)  # or it never existed
+    return version + 1
+
+
+# --8<-- [end:naive_cas]
+
+
 # --8<-- [start:compare_and_swap]
 async def update_item_cas(
     session: AsyncSession,

@@ -29,6 +29,7 @@ from snippets.bulk import (
     ProductIn,
     ProductsNotFound,
     RowError,
+    add_moves,
     chunked,
     create_engine,
     create_tables,
@@ -238,6 +239,15 @@ async def test_returned_ids_follow_the_input_order_across_batches(
     )
     sku_of = dict(await rows_of(sessions, Product.id, Product.sku))
     assert [sku_of[i] for i in ids] == [row.sku for row in rows]
+
+
+async def test_add_all_sends_one_insert_per_row_on_sqlite(sqlite_url: str):
+    engine = await ready_engine(sqlite_url)
+    with statements_sent(engine) as sent:
+        async with async_sessionmaker(engine).begin() as session:
+            await add_moves(session, moves(200))
+    assert sent["INSERT"] == 200
+    await engine.dispose()
 
 
 async def test_add_all_batches_on_sqlite_when_the_model_has_a_sentinel(

@@ -45,6 +45,7 @@ from snippets.locking import (
     retrying_writer,
     update_item,
     update_item_cas,
+    update_item_naive_cas,
 )
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -161,6 +162,15 @@ async def test_update_of_a_missing_item_raises_not_found(
         async with sessions.begin() as session:
             await update_fn(session, 999, 1, {"stock": 0})
     assert caught.value.item_id == 999
+
+
+async def test_naive_compare_and_swap_calls_a_missing_item_a_conflict(
+    sessions: Sessions,
+):
+    await create_item(sessions, "lamp")
+    with pytest.raises(VersionConflictError):  # a 409 for what is a 404
+        async with sessions.begin() as session:
+            await update_item_naive_cas(session, 999, 1, {"stock": 0})
 
 
 @UPDATES

@@ -225,3 +225,22 @@ def test_snippet_is_formatted(path: Path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == source, f"run: ruff format {rel(path)} (then restore #>)"
+
+
+PROOF = re.compile(r"\[`tests/(test_\w+\.py)::(test_\w+)`\]\(source/tests/\1\)")
+
+
+def test_every_pitfall_shows_naive_and_fix_and_names_existing_tests():
+    page = (DOCS / "pitfalls.md").read_text()
+    pitfalls = page.split("\n## ")[1:]
+    assert len(pitfalls) >= 14
+    for pitfall in pitfalls:
+        title = pitfall.splitlines()[0]
+        assert pitfall.count('=== "Naive"') == 1, title
+        assert pitfall.count('=== "Fix"') == 1, title
+        proofs = PROOF.findall(pitfall)
+        assert len(proofs) >= 2, f"{title}: name the tests of the naive and the fix"
+        for file, name in proofs:
+            source = (ROOT / "tests" / file).read_text()
+            defined = re.search(rf"^(async )?def {name}\(", source, re.MULTILINE)
+            assert defined, f"{title}: no test {file}::{name}"
