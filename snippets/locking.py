@@ -308,11 +308,13 @@ async def update_item_cas(
     )
     if cast(CursorResult[Any], result).rowcount == 1:
         return version + 1
+    # --8<-- [start:tell_apart]
     # 0 rows: tell "no such item" (404) from "someone else wrote" (409).
     found = await session.scalar(select(Item.id).where(Item.id == item_id))
     if found is None:
         raise ItemNotFoundError(item_id)
     raise VersionConflictError(item_id, version)
+    # --8<-- [end:tell_apart]
 
 
 # --8<-- [end:compare_and_swap]

@@ -113,7 +113,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit runs as soon as the endpoint returns,
 # so a failed commit becomes the response instead of happening after it.
+# --8<-- [start:scope]
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# --8<-- [end:scope]
 # --8<-- [end:dependency]
 
 # --8<-- [start:naive_dependency]

@@ -328,10 +328,12 @@ async def take_stock(
 ) -> Decimal:
     """Check and decrement in one statement; return the item's price."""
     taken = await session.execute(
+        # --8<-- [start:check_and_take]
         update(Item)
         .where(Item.id == item_id, Item.stock >= quantity)
         .values(stock=Item.stock - quantity)
         .returning(Item.price)  # one row if the WHERE matched, else none
+        # --8<-- [end:check_and_take]
     )
     price = taken.scalar_one_or_none()
     if price is not None:

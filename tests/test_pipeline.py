@@ -13,6 +13,7 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 
 from tools import nav as nav_tool
 from tools import notebooks as nb
+from tools import site_hooks
 
 ROOT = Path(__file__).resolve().parent.parent
 SNIPPETS = ROOT / "snippets"
@@ -94,13 +95,28 @@ def test_section_markers_are_balanced_and_unique(path: Path):
 
 
 def includes() -> list[tuple[Path, int, str, str | None]]:
+    """Every section a page shows: included, or highlighted inside an include."""
     found = []
     for page in sorted(DOCS.glob("*.md")):
         for number, line in enumerate(page.read_text().splitlines(), 1):
             match = INCLUDE.match(line)
             if match:
                 found.append((page, number, match.group(1), match.group(2)))
+        for match in site_hooks.HL_FENCE.finditer(page.read_text()):
+            found.append((page, 0, match["file"], match["inner"]))
     return found
+
+
+def test_every_highlighted_section_lies_inside_its_include():
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        for match in site_hooks.HL_FENCE.finditer(text):
+            path = ROOT / match["file"]
+            lines = site_hooks.section_lines(path, match["outer"], match["inner"])
+            assert lines == list(range(lines[0], lines[-1] + 1)), match["inner"]
+        highlighted = site_hooks.highlight_sections(text)
+        assert "hl_section" not in highlighted, f"{rel(page)}: unresolved hl_section"
+        assert "hl_lines" not in text, f"{rel(page)}: highlight by section, not number"
 
 
 def test_every_include_names_an_existing_file_and_section():

@@ -139,3 +139,17 @@ def test_a_content_tab_switches(built_site: Path, served_site: str, browser: Bro
     panel = tab_set.locator(".tabbed-content > .tabbed-block").nth(1)
     assert panel.is_visible()
     assert not tab_set.locator(".tabbed-content > .tabbed-block").first.is_visible()
+
+
+def test_highlights_and_annotations_render(served_site: str, browser: Browser):
+    page = browser.new_page()
+    page.goto(urljoin(served_site, "sessions/"), wait_until="load")
+    highlighted = page.locator(".md-content .hll")
+    assert 'scope="function"' in highlighted.first.inner_text()
+    page.goto(served_site, wait_until="load")
+    markers = page.locator(".md-content .md-annotation")
+    assert markers.count() == 3
+    markers.first.click()
+    tooltip = page.locator(".md-tooltip--active")
+    tooltip.first.wait_for(timeout=5_000)
+    assert "serves this site" in tooltip.first.inner_text()

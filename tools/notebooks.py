@@ -26,7 +26,7 @@ DOCS = ROOT / "docs"
 NOTEBOOKS = ROOT / "notebooks"
 SNIPPETS = ROOT / "snippets"
 
-FENCE_OPEN = re.compile(r"^```(\S*)\s*$")
+FENCE_OPEN = re.compile(r"^```(\w*)(?:\s+[^`]*)?$")  # ```python hl_section="x"
 ASYNCIO_RUN = re.compile(r"^(\s*)asyncio\.run\((.*)\)\s*$")
 MAIN_GUARD = 'if __name__ == "__main__":'
 ADMONITION = re.compile(r'^(!!!|\?\?\?\+?) (\w+)(?: "(.*)")?\s*$')

@@ -7,11 +7,17 @@ tests/test_<stem>.py   -> docs/source/tests/  (the Pitfalls page's proofs)
 
 Both targets are git-ignored copies. Zensical ignores hooks, so `make site`
 runs `python -m tools.site_hooks` before building.
+
+It also highlights lines by name, never by number: a fence written
+```python hl_section="scope"``` around `--8<-- "snippets/x.py:outer"` gets the
+`hl_lines` of the section `scope` nested inside `outer`. (Zensical ignores the
+hook, so its build shows the same code without the highlight.)
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -68,6 +74,48 @@ def copy_notebooks() -> None:
 
 def on_pre_build(config: Any, **kwargs: Any) -> None:
     copy_notebooks()
+
+
+HL_FENCE = re.compile(
+    r'^(?P<fence>[ \t]*```[^\n]*?)hl_section="(?P<inner>[\w-]+)"(?P<rest>[^\n]*\n)'
+    r'(?P<include>[ \t]*--8<-- "(?P<file>[^":]+):(?P<outer>[\w-]+)"[ \t]*\n)',
+    re.MULTILINE,
+)
+MARKER = re.compile(r"^\s*# --8<-- \[(start|end):([\w-]+)\]\s*$")
+
+
+def section_lines(path: Path, outer: str, inner: str) -> list[int]:
+    """Where `inner`'s lines fall in `outer` as included (markers dropped)."""
+    shown, found, inside, number = [], False, False, 0
+    for line in path.read_text().splitlines():
+        marker = MARKER.match(line)
+        if marker and marker.group(2) == outer:
+            found = marker.group(1) == "start"
+            if not found:
+                break
+        elif marker and found:
+            inside = marker.group(2) == inner and marker.group(1) == "start"
+        elif found:
+            number += 1
+            if inside:
+                shown.append(number)
+    if not shown:
+        raise ValueError(f"{path.name}: no section {inner!r} inside {outer!r}")
+    return shown
+
+
+def highlight_sections(markdown: str) -> str:
+    def rewrite(match: re.Match[str]) -> str:
+        path = ROOT / match["file"]
+        lines = section_lines(path, match["outer"], match["inner"])
+        spans = f"{lines[0]}-{lines[-1]}"
+        return f'{match["fence"]}hl_lines="{spans}"{match["rest"]}{match["include"]}'
+
+    return HL_FENCE.sub(rewrite, markdown)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    return highlight_sections(markdown)
 
 
 if __name__ == "__main__":
