@@ -1,8 +1,9 @@
 """Pagination: the cost of one page of 50 versus depth, OFFSET versus keyset.
 
-Over a 1M-row table sorted by (price, id) with an index on (price, id). The
-keyset page seeks to the last key of the previous page; OFFSET reads and
-discards every row before the page.
+Over a 1M-row table sorted by (price, id), NULLs first, with the index the
+recipe gives that order. The keyset page is the recipe's own NULL-safe
+predicate (`snippets.pagination.after`) from the last key of the previous
+page; OFFSET reads and discards every row before the page.
 
     python -m benchmarks.pagination [--quick]
 """
@@ -11,33 +12,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from benchmarks.common import Config, Result, Timer, main, measure
 from benchmarks.dataset import Item, create_index, items_table
+from snippets.pagination import Key, after
 
 PAGE = 50
-ORDER = (Item.price, Item.id)
+KEYS = (Key(Item.price, nullable=True), Key(Item.id))  # the recipe's "price"
+ORDER = [key.order_by() for key in KEYS]
+INDEX = {"sqlite": "price, id", "postgresql": "price NULLS FIRST, id"}
 
 
 def offset_page(depth: int) -> Any:
     return select(Item).order_by(*ORDER).offset(depth).limit(PAGE)
 
 
-def keyset_page(after: tuple[Any, int] | None) -> Any:
+def keyset_page(cursor: list[Any] | None) -> Any:
     query = select(Item).order_by(*ORDER).limit(PAGE)
-    if after is not None:
-        query = query.where(tuple_(*ORDER) > tuple_(*after))
+    if cursor is not None:
+        query = query.where(after(KEYS, cursor))
     return query
 
 
-async def key_before(conn: AsyncConnection, depth: int) -> tuple[Any, int] | None:
+async def key_before(conn: AsyncConnection, depth: int) -> list[Any] | None:
     if depth == 0:
         return None
-    query = select(*ORDER).order_by(*ORDER).offset(depth - 1).limit(1)
-    row = (await conn.execute(query)).one()
-    return (row[0], row[1])
+    columns = [key.column for key in KEYS]
+    query = select(*columns).order_by(*ORDER).offset(depth - 1).limit(1)
+    return list((await conn.execute(query)).one())
 
 
 async def page_ms(
@@ -60,7 +64,7 @@ async def run(config: Config) -> list[Result]:
     results: list[Result] = []
     for backend in backends:
         async with items_table(config, backend, n) as engine:
-            await create_index(engine, "ix_items_price_id", "price, id")
+            await create_index(engine, "ix_items_price_id", INDEX[backend])
             async with engine.connect() as conn:
                 for kind in ("keyset", "offset"):
                     first = None
