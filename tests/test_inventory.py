@@ -866,6 +866,65 @@ EXPECTED_CODES = {
 }
 
 
+def test_openapi_gives_every_parameter_body_and_response_an_example():
+    schema = create_app("sqlite+aiosqlite:///unused.db").openapi()
+    models = schema["components"]["schemas"]
+
+    def has_example(node: dict[str, Any]) -> bool:
+        if "$ref" in node:
+            node = models[node["$ref"].rsplit("/", 1)[1]]
+        return bool(node.get("examples") or node.get("example"))
+
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "header":
+                    continue  # If-Match: its description says what to send
+                if not parameter.get("description"):
+                    missing.append((where, parameter["name"], "description"))
+                if not has_example(parameter["schema"]):
+                    missing.append((where, parameter["name"], "example"))
+            if "requestBody" in operation:
+                content = operation["requestBody"]["content"]["application/json"]
+                if not has_example(content["schema"]):
+                    missing.append((where, "body", "example"))
+            for code, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json")
+                if content is None:
+                    continue  # 204: no body
+                if not (content.get("example") or has_example(content["schema"])):
+                    missing.append((where, code, "example"))
+    assert not missing
+
+
+async def test_documented_error_examples_are_what_the_api_answers(
+    client: httpx.AsyncClient,
+):
+    responses = create_app("sqlite+aiosqlite:///unused.db").openapi()["paths"]
+
+    def example(path: str, method: str, code: int) -> Any:
+        content = responses[path][method]["responses"][str(code)]["content"]
+        return content["application/json"]["example"]
+
+    bad_price = {"name": "Blue mug", "category": "kitchen", "price": "-1"}
+    replies = {
+        ("/items", "post", 400): await client.post(
+            "/items", content=b"{", headers={"content-type": "application/json"}
+        ),
+        ("/items", "post", 422): await client.post("/items", json=bad_price),
+        ("/items/{item_id}", "get", 404): await client.get("/items/7"),
+    }
+    await create(client, "Blue mug")
+    replies[("/items", "post", 409)] = await client.post(
+        "/items", json=body("Blue mug")
+    )
+    for key, reply in replies.items():
+        assert reply.status_code == key[2], key
+        assert reply.json() == example(*key), key
+
+
 def test_openapi_lists_every_route_and_status_code_explicitly():
     schema = create_app("sqlite+aiosqlite:///unused.db").openapi()
     found = {

@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from snippets.inventory.errors import ItemNotFound, NameTaken, VersionMismatch
 from snippets.inventory.schemas import ErrorOut, ValidationErrorOut
 
 # --8<-- [end:imports]
@@ -58,12 +59,40 @@ def invalid(where: str, name: str, message: str, value: object) -> Exception:
 
 
 # --8<-- [start:documented]
-def documented(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error codes of a route, each one explicit."""
+# What each error code's body looks like, from the errors themselves.
+EXAMPLE_DETAILS: dict[int, object] = {
+    400: "the body is not valid JSON",
+    404: str(ItemNotFound(7)),
+    409: str(NameTaken("Blue mug")),
+    412: str(VersionMismatch(7, expected=2, current=3)),
+    422: [
+        {
+            "loc": ["body", "price"],
+            "msg": "Input should be greater than or equal to 0",
+            "type": "greater_than_equal",
+            "input": "-1",
+            "ctx": {"ge": "0"},
+        }
+    ],
+    428: "send If-Match or version: what you read",
+}
+
+
+def documented(
+    codes: dict[int, str], examples: dict[int, object] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error codes of a route, each one explicit.
+
+    `examples` replaces the usual `detail` of a code for this route.
+    """
+    details = {**EXAMPLE_DETAILS, **(examples or {})}
     return {
         code: {
             "model": ValidationErrorOut if code == 422 else ErrorOut,
             "description": description,
+            "content": {
+                "application/json": {"example": {"detail": details[code]}}
+            },
         }
         for code, description in codes.items()
     }

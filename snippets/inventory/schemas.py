@@ -150,8 +150,28 @@ class ItemPatch(ItemChanges):
         return self.version if "version" in self.model_fields_set else None
 
 
+ITEM_EXAMPLE: dict[str, JsonValue] = {
+    "id": 1,
+    "name": "Blue mug",
+    "category": "kitchen",
+    "status": "active",
+    "price": "12.50",
+    "stock": 40,
+    "version": 1,
+    "created_at": "2026-01-05T09:30:00+00:00",
+    "updated_at": "2026-01-05T09:30:00+00:00",
+}
+
+
+def example(value: JsonValue) -> dict[str, JsonValue]:
+    """A model's example, as OpenAPI shows it."""
+    return {"examples": [value]}
+
+
 class ItemOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra=example(ITEM_EXAMPLE)
+    )
 
     id: int
     name: str
@@ -165,6 +185,12 @@ class ItemOut(BaseModel):
 
 
 class ItemPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=example(
+            {"items": [ITEM_EXAMPLE], "total": 41, "limit": 20, "offset": 40}
+        )
+    )
+
     items: list[ItemOut]
     total: int
     limit: int
@@ -172,28 +198,55 @@ class ItemPage(BaseModel):
 
 
 class KeysetPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=example(
+            {"items": [ITEM_EXAMPLE], "next_cursor": None}
+        )
+    )
+
     items: list[ItemOut]
     next_cursor: str | None
 
 
 class BulkCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=example(
+            {
+                "items": [
+                    {"name": "Blue mug", "category": "kitchen", "price": "9"},
+                    {"name": "Red mug", "category": "kitchen", "price": "8"},
+                ]
+            }
+        ),
+    )
 
     items: list[ItemCreate] = Field(min_length=1, max_length=1000)
 
 
 class BulkCreated(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=example({"items": [ITEM_EXAMPLE]})
+    )
+
     items: list[ItemOut]
 
 
 class BulkPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=example(
+            {"ids": [1, 2], "values": {"status": "archived"}}
+        ),
+    )
 
     ids: list[Id] = Field(min_length=1, max_length=1000)
     values: ItemChanges
 
 
 class BulkUpdated(BaseModel):
+    model_config = ConfigDict(json_schema_extra=example({"updated": 2}))
+
     updated: int
 
 
@@ -231,7 +284,18 @@ class OrderLineOut(BaseModel):
 
 
 class OrderOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra=example(
+            {
+                "id": 1,
+                "customer": "Ada",
+                "created_at": "2026-01-05T09:45:00+00:00",
+                "lines": [{"item_id": 1, "quantity": 2, "unit_price": "12.50"}],
+                "total": "25.00",
+            }
+        ),
+    )
 
     id: int
     customer: str

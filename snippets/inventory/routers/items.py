@@ -65,19 +65,57 @@ router = APIRouter(prefix="/items", tags=["items"])
 ItemId = Annotated[
     int, Path(ge=1, le=MAX_INT, description="The item's id", examples=[1])
 ]
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0, le=10**6)]
+Limit = Annotated[
+    int, Query(ge=1, le=100, description="Items per page", examples=[20])
+]
+Offset = Annotated[
+    int, Query(ge=0, le=10**6, description="Items to skip", examples=[40])
+]
+Statuses = Annotated[
+    list[Status] | None,
+    Query(max_length=10, description="Any of these", examples=[["active"]]),
+]
+Categories = Annotated[
+    list[Category] | None,
+    Query(max_length=100, description="Any of these", examples=[["kitchen"]]),
+]
+MinPrice = Annotated[
+    PriceBound | None,
+    Query(description="Lowest price, included", examples=["5.00"]),
+]
+MaxPrice = Annotated[
+    PriceBound | None,
+    Query(description="Highest price, included", examples=["20.00"]),
+]
+Search = Annotated[
+    Name | None,
+    Query(description="Part of the name, any case", examples=["mug"]),
+]
+After = Annotated[
+    Moment | None,
+    Query(
+        description="Created at or after (with a time zone)",
+        examples=["2026-01-01T00:00:00+00:00"],
+    ),
+]
+Before = Annotated[
+    Moment | None,
+    Query(
+        description="Created before (with a time zone)",
+        examples=["2026-02-01T00:00:00+00:00"],
+    ),
+]
 
 
 def item_filters(
     *,
-    status: Annotated[list[Status] | None, Query(max_length=10)] = None,
-    category: Annotated[list[Category] | None, Query(max_length=100)] = None,
-    min_price: Annotated[PriceBound | None, Query()] = None,
-    max_price: Annotated[PriceBound | None, Query()] = None,
-    q: Annotated[Name | None, Query(description="Part of the name")] = None,
-    created_after: Annotated[Moment | None, Query()] = None,
-    created_before: Annotated[Moment | None, Query()] = None,
+    status: Statuses = None,
+    category: Categories = None,
+    min_price: MinPrice = None,
+    max_price: MaxPrice = None,
+    q: Search = None,
+    created_after: After = None,
+    created_before: Before = None,
 ) -> ItemFilters:
     if (
         min_price is not None
@@ -177,7 +215,8 @@ async def list_deleted_items(
         {
             400: "The cursor is empty, altered, or for another query",
             422: INVALID,
-        }
+        },
+        examples={400: str(BadCursor("cursor signature does not match"))},
     ),
     summary="List live items, page after page, with a cursor",
 )
@@ -189,7 +228,11 @@ async def list_items_keyset(
     sort: Sort,
     limit: Limit = 20,
     cursor: Annotated[
-        str | None, Query(description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            description="`next_cursor` of the previous page (opaque, signed)",
+            examples=["eyJiIjoiMGRkMzNmNmQ3ZmQ1ZjBmMyIsInYiOls3XX0.6jW0aT2bVQ"],
+        ),
     ] = None,
 ) -> KeysetPage:
     key = request.app.state.settings.cursor_key
@@ -369,7 +412,8 @@ async def delete_item(item_id: ItemId, session: SessionDep) -> None:
                 404: "No item with this id is in the trash",
                 409: "A live item has taken its name",
                 422: INVALID,
-            }
+            },
+            examples={404: str(NotInTrash(7))},
         ),
     },
     summary="Bring an item back from the trash",

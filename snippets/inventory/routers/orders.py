@@ -30,7 +30,8 @@ OrderId = Annotated[
             404: "An item is unknown or deleted: nothing was stored",
             409: "Not enough stock for an item: nothing was stored",
             422: INVALID,
-        }
+        },
+        examples={409: str(NotEnoughStock(7, 5))},
     ),
     summary="Place an order: take the stock and record it, all or nothing",
 )
@@ -46,7 +47,10 @@ async def create_order(order: OrderIn, session: SessionDep) -> OrderOut:
 
 @router.get(
     "/{order_id}",
-    responses=documented({404: "No order has this id", 422: INVALID}),
+    responses=documented(
+        {404: "No order has this id", 422: INVALID},
+        examples={404: str(OrderNotFound(7))},
+    ),
     summary="Read an order",
 )
 async def read_order(order_id: OrderId, session: SessionDep) -> OrderOut:
