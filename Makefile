@@ -59,8 +59,9 @@ bench: $(BENCH_STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 
+APP_PORT ?= 8001
 app: $(STAMP)
-	$(BIN)/uvicorn snippets.inventory:app --host 127.0.0.1 --port 8001
+	$(BIN)/uvicorn snippets.inventory:app --host 127.0.0.1 --port $(APP_PORT)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[test,notebooks]"

@@ -6,9 +6,15 @@ route share a test (and a database) to keep the suite fast.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +33,7 @@ Sessions = async_sessionmaker[AsyncSession]
 # FastAPI builds an app's routes (and their validators) lazily, which costs
 # more than a test: the tests share one app, pointed at a new database each.
 APP = create_app()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -114,6 +121,40 @@ async def test_the_engine_keeps_pool_size_connections(
     app = create_app(database_url)
     async with app.router.lifespan_context(app):
         assert app.state.sessions.kw["bind"].pool.size() == 7
+
+
+def test_make_app_serves_the_api_and_its_openapi_ui(tmp_path: Path):
+    """What `make app` runs, on a free port, against a database in tmp_path."""
+    recipe = (ROOT / "Makefile").read_text().split("\napp:", 1)[1]
+    command = recipe.splitlines()[1].split()
+    assert command[1:4] == ["snippets.inventory:app", "--host", "127.0.0.1"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uvicorn = Path(sys.executable).parent / "uvicorn"
+    args = [str(uvicorn), *command[1:-1], str(port)]
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/app.db"}
+    server = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        docs = None
+        for _ in range(100):
+            try:
+                docs = httpx.get(f"{base}/docs")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert docs is not None, "uvicorn did not answer within 10 s"
+        assert docs.status_code == 200
+        assert "swagger-ui" in docs.text
+        assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "Inventory"
+        created = httpx.post(f"{base}/items", json=body("Lamp"))
+        assert created.status_code == 201
+        assert created.headers["etag"] == '"1"'
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert (tmp_path / "app.db").exists()
 
 
 async def test_lifespan_creates_missing_tables_and_keeps_existing_data(
