@@ -25,9 +25,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def served_site(built_site: Path) -> Iterator[str]:
+def served_site(built_site: Path, site_port: int) -> Iterator[str]:
     handler = functools.partial(QuietHandler, directory=str(built_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", site_port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -87,23 +87,35 @@ def test_every_page_loads_without_console_errors_and_every_link_resolves(
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     links: set[str] = set()
+    anchored: set[str] = set()
     for path in site_pages(built_site):
         url = urljoin(served_site, "" if path == "." else f"{path}/")
         response = page.goto(url, wait_until="load")
         assert response is not None
         assert response.ok, url
         hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-        links |= {h.split("#")[0] for h in hrefs if h.startswith(served_site)}
+        ours = {h for h in hrefs if h.startswith(served_site)}
+        links |= {h.split("#")[0] for h in ours}
+        # "#__code_0_annotation_1" and the like are made by Material's script
+        anchored |= {h for h in ours if "#" in h and "#__" not in h}
         blocks = page.locator(".md-content pre").count()
         copy_buttons = page.locator(".md-content pre button[data-md-type=copy]")
         assert copy_buttons.count() == blocks, f"{url}: a code block lacks copy"
     assert not errors
     broken = [link for link in sorted(links) if not reachable(link)]
     assert not broken
+    missing_anchors = [link for link in sorted(anchored) if not has_anchor(link)]
+    assert not missing_anchors
     downloads = {link for link in links if link.endswith(".ipynb")}
     assert {
         f"{served_site}notebooks/{s}.ipynb" for s in nb.section_stems()
     } <= downloads
+
+
+def has_anchor(link: str) -> bool:
+    url, _, anchor = link.partition("#")
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return f'id="{anchor}"' in reply.read().decode()
 
 
 def reachable(url: str) -> bool:
@@ -153,3 +165,64 @@ def test_highlights_and_annotations_render(served_site: str, browser: Browser):
     tooltip = page.locator(".md-tooltip--active")
     tooltip.first.wait_for(timeout=5_000)
     assert "serves this site" in tooltip.first.inner_text()
+
+
+def test_the_palette_cycles_system_light_dark(served_site: str, browser: Browser):
+    page = browser.new_page(color_scheme="light")
+    page.goto(served_site, wait_until="load")
+
+    def scheme() -> str:
+        return str(page.evaluate("document.body.dataset.mdColorScheme"))
+
+    assert scheme() == "default"  # "system", and the system is light
+    seen = []
+    for _ in range(3):
+        page.locator("form[data-md-component=palette] label:visible").click()
+        seen.append(scheme())
+    assert seen == ["default", "slate", "default"]  # light, dark, system
+    media = page.evaluate("document.body.dataset.mdColorMedia")
+    assert media == "(prefers-color-scheme)"
+
+
+def test_navigation_is_instant(served_site: str, browser: Browser):
+    page = browser.new_page()
+    page.goto(served_site, wait_until="networkidle")  # the sitemap is read
+    page.evaluate("window.loadedOnce = true")
+    page.locator(".md-nav__link", has_text="Pitfalls").first.click()
+    page.wait_for_url("**/pitfalls/")
+    assert page.title().startswith("Pitfalls")
+    assert page.evaluate("window.loadedOnce") is True  # no full page load
+
+
+def test_search_suggests_the_rest_of_a_word(served_site: str, browser: Browser):
+    page = browser.new_page()
+    page.goto(served_site, wait_until="load")
+    page.locator("input.md-search__input").click()
+    page.keyboard.type("missi")
+    page.wait_for_function(
+        "document.querySelector('.md-search__suggest').textContent.length > 5"
+    )
+    suggestion = page.locator(".md-search__suggest").text_content() or ""
+    assert suggestion.startswith("missi")
+    assert "missinggreenlet".startswith(suggestion)
+
+
+def test_tabs_switch_together_across_the_page(served_site: str, browser: Browser):
+    page = browser.new_page()
+    page.goto(urljoin(served_site, "pitfalls/"), wait_until="load")
+    fixes = page.locator(".tabbed-set .tabbed-labels > label", has_text="Fix")
+    assert fixes.count() >= 14
+    fixes.first.click()
+    for index in range(fixes.count()):
+        label = fixes.nth(index)
+        tab_set = label.locator("xpath=ancestor::div[contains(@class,'tabbed-set')]")
+        chosen = tab_set.locator(".tabbed-content > .tabbed-block").nth(1)
+        assert chosen.is_visible(), f"Fix tab {index} did not follow"
+
+
+def test_admonitions_render(built_site: Path, served_site: str, browser: Browser):
+    page = browser.new_page()
+    page.goto(urljoin(served_site, "soft_delete/"), wait_until="load")
+    warnings = page.locator(".md-content .admonition.warning")
+    assert warnings.count() >= 3
+    assert warnings.first.locator(".admonition-title").is_visible()

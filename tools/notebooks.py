@@ -47,6 +47,7 @@ def _snippets_config() -> dict[str, object]:
 
     # mkdocs.yml names Python objects (emoji settings): they are not needed here.
     Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
+    Loader.add_constructor("!ENV", lambda *_: None)  # site_url: not needed
     config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)
     for ext in config["markdown_extensions"]:
         if isinstance(ext, dict) and "pymdownx.snippets" in ext:
