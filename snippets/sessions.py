@@ -308,6 +308,7 @@ async def demo_lazy_load(sessions: async_sessionmaker[AsyncSession]) -> None:
 
 # --8<-- [start:demo_begin]
 async def demo_begin(sessions: async_sessionmaker[AsyncSession]) -> None:
+    # --8<-- [start:autobegin_trap]
     async with sessions() as session:
         await count_authors(session)  # any statement begins a transaction
         try:
@@ -316,6 +317,7 @@ async def demo_begin(sessions: async_sessionmaker[AsyncSession]) -> None:
         except InvalidRequestError as exc:
             print(short(exc))
             #> A transaction is already begun on this Session.
+    # --8<-- [end:autobegin_trap]
 
     async with sessions.begin() as session:  # a new unit of work: begin first
         session.add(Author(name="Ben"))
