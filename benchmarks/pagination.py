@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from benchmarks.common import Config, Result, Timer, main, measure
+from benchmarks.common import Config, Result, Timer, main, measure, traced_peak
 from benchmarks.dataset import Item, create_index, items_table
 from snippets.pagination import Key, after
 
@@ -46,7 +46,9 @@ async def key_before(conn: AsyncConnection, depth: int) -> list[Any] | None:
 
 async def page_ms(
     conn: AsyncConnection, query: Any, repeats: int
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], float]:
+    """Median and runs in ms, and the peak Python memory of one page (MB)."""
+
     async def once() -> float:
         timer = Timer()
         rows = (await conn.execute(query)).all()
@@ -54,7 +56,10 @@ async def page_ms(
         return timer.seconds * 1000
 
     await once()  # warm the cache: every run measures the same steady state
-    return await measure(repeats, once)
+    median, runs = await measure(repeats, once)
+    with traced_peak() as peak:  # after the timed runs: tracing is slow
+        await once()
+    return median, runs, peak[0]
 
 
 async def run(config: Config) -> list[Result]:
@@ -73,7 +78,9 @@ async def run(config: Config) -> list[Result]:
                             query = offset_page(depth)
                         else:
                             query = keyset_page(await key_before(conn, depth))
-                        value, runs = await page_ms(conn, query, config.repeats)
+                        value, runs, peak_mb = await page_ms(
+                            conn, query, config.repeats
+                        )
                         if depth == 0:
                             first = value  # ratios: to the first page
                         assert first is not None
@@ -86,6 +93,7 @@ async def run(config: Config) -> list[Result]:
                                 value,
                                 runs,
                                 {"kind": kind, "depth": depth, "rows": n},
+                                peak_mb=peak_mb,
                                 ratio=value / first,
                             )
                         )

@@ -35,7 +35,9 @@ def fmt(value: float) -> str:
 
 def table(results: list[dict[str, Any]], extra: list[str] | None = None) -> str:
     extra = extra or []
-    head = ["backend", "case", "median", "ratio", *extra, "runs"]
+    memory = any(r.get("peak_mb") is not None for r in results)
+    head = ["backend", "case", "median", "ratio", *extra]
+    head += ["peak MB", "runs"] if memory else ["runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
@@ -45,6 +47,7 @@ def table(results: list[dict[str, Any]], extra: list[str] | None = None) -> str:
             f"{fmt(r['value'])} {r['metric']}",
             ratio,
             *[str(r["params"].get(key, "")) for key in extra],
+            *([fmt(r["peak_mb"])] if memory else []),
             ", ".join(fmt(x) for x in r["runs"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -235,7 +238,8 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "recipe gives that order, at increasing depth over a table of 1,000,000",
             "rows. The keyset page uses the recipe's own NULL-safe predicate (`after()`",
             "in [Pagination](pagination.md)). Ratios are to the first page of the same",
-            "kind.",
+            "kind. Peak MB is the Python memory of fetching one page (tracemalloc):",
+            "the skipped rows of an OFFSET page never reach Python.",
             "",
             *pagination_goals(results),
             "",
