@@ -244,7 +244,7 @@ class CopyConnection(Protocol):
 
 
 async def copy_moves(
-    conn: AsyncConnection, records: list[tuple[str, int]]
+    conn: AsyncConnection, records: Iterable[tuple[str, int]]
 ) -> None:
     # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it
     # runs. COPY bypasses it: run a statement first, or COPY commits alone.
