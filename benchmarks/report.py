@@ -303,7 +303,9 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "The last row is the same read with SQLAlchemy's default pool (5",
             "connections, and up to 10 more opened and closed around each request):",
             "the reason the reference API sizes its pool to its concurrency",
-            "(`INVENTORY_POOL_SIZE`, default 20).",
+            "(`INVENTORY_POOL_SIZE`, default 20). It matters on PostgreSQL, where a",
+            "new connection costs a TCP handshake and authentication; on SQLite,",
+            "opening a file is cheap and the two rows differ by noise.",
             "",
         ]
     if "read_layers" in documents:
