@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,6 +60,22 @@ async def test_naive_response_publishes_internal_fields_as_floats(client):
     assert raw.json()["price"] == 1.5  # a float, not the exact "1.50"
     fixed = await client.get(f"/items/{pen_id}")
     assert fixed.json() == {"id": pen_id, **PEN}
+
+
+async def test_an_any_return_type_cannot_serialize_the_orm_object(database_url):
+    """The page's aside: `-> Any` is no cure for a missing response model."""
+    app = create_app(database_url)
+
+    @app.get("/any/{item_id}")
+    async def read_item_any(item_id: int, request: Request) -> Any:
+        async with request.app.state.sessions() as session:
+            return await session.get(Item, item_id)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            pen_id = (await c.post("/items", json=PEN)).json()["id"]
+            assert (await c.get(f"/any/{pen_id}")).status_code == 500
 
 
 async def test_only_the_response_model_route_documents_its_output(client):
