@@ -399,7 +399,7 @@ async def demo_response_model(client: httpx.AsyncClient) -> None:
     mug = await client.post("/items", json={"name": "Mug", "price": "4.10"})
     url = f"/items/{mug.json()['id']}"
     raw = (await client.get(f"/inline{url}/raw")).json()
-    print(dict(sorted(raw.items())))  # sorted: its key order varies by run
+    print(dict(sorted(raw.items())))  # sorted: its key order is not fixed
     #> {'cost': 0.0, 'id': 100, 'name': 'Mug', 'price': 4.1, 'stock': 0}
     print((await client.get(url)).json())
     #> {'id': 100, 'name': 'Mug', 'price': '4.10', 'stock': 0}
