@@ -368,7 +368,8 @@ async def update_item(
     session: SessionDep,
     response: Response,
     if_match: Annotated[
-        str | None, Header(description='The ETag you read: `"3"`')
+        str | None,
+        Header(description='The ETag you read: `"3"`', examples=['"3"']),
     ] = None,
 ) -> ItemOut:
     if if_match is not None:  # checked first when both are sent
