@@ -14,9 +14,9 @@ class Settings:
     # Signs keyset cursors. Set INVENTORY_CURSOR_KEY in production so that
     # cursors survive a restart and work across workers.
     cursor_key: bytes
-    # Connections kept open: size it to the requests served at once. Past
-    # it, each request opens a connection and closes it afterwards, which
-    # the Performance page measures (`pool_size=5`, SQLAlchemy's default).
+    # Connections kept open: size it to the requests served at once. A
+    # request past it opens an overflow connection, closed when returned;
+    # the Performance page measures the cost (`pool_size=5`, the default).
     pool_size: int = 20
 
 
