@@ -141,8 +141,8 @@ async def run(config: Config) -> list[Result]:
                 results.append(result)
         finally:
             stop(server)
-        # The same read with SQLAlchemy's default pool (5 connections, 10
-        # more opened and closed per request): the cost of an undersized pool.
+        # The same read with SQLAlchemy's default pool: 5 connections, and
+        # overflow connections closed when returned. An undersized pool.
         port = free_port()
         server = start_server(url, port, pool_size=5)
         try:

@@ -52,28 +52,21 @@ async def prepare(url: str) -> AsyncEngine:
 Read = Callable[[], Awaitable[Any]]
 
 
-def layers(engine: AsyncEngine) -> tuple[dict[str, Read], dict[str, Any]]:
+def without_begin(engine: AsyncEngine) -> AsyncEngine:
+    """No BEGIN for the first layers. SQLite's driver sends none before a
+    SELECT anyway, and switching its mode costs a trip to its thread."""
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
     """Each case: one read, with one more layer than the case before."""
-    # No BEGIN for the first layers. SQLite's driver sends none before a
-    # SELECT anyway, and switching its mode costs a trip to its thread.
-    autocommit = (
-        engine
-        if engine.dialect.name == "sqlite"
-        else engine.execution_options(isolation_level="AUTOCOMMIT")
-    )
+    autocommit = without_begin(engine)
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = create_session_factory(autocommit)
     per_request = create_session_factory(engine)
     core_query = select(Item.__table__).where(Item.id == ITEM_ID)
-    raw: dict[str, Any] = {}
-
-    async def driver() -> Any:
-        if "read" not in raw:  # one pooled connection, kept for the run
-            conn = await autocommit.connect()
-            raw["conn"] = conn
-            driver_conn = (await conn.get_raw_connection()).driver_connection
-            raw["read"] = await driver_reader(engine, driver_conn)
-        return await raw["read"]()
 
     async def core() -> Any:
         async with autocommit.connect() as conn:
@@ -97,10 +90,11 @@ def layers(engine: AsyncEngine) -> tuple[dict[str, Read], dict[str, Any]]:
         "+ ORM session and entity": orm_read,
         "+ soft-delete filter (do_orm_execute)": orm_filtered,
         "+ BEGIN and COMMIT (the API's session)": orm_transaction,
-    }, raw
+    }
 
 
-async def driver_reader(engine: AsyncEngine, conn: Any) -> Callable[[], Awaitable[Any]]:
+async def driver_reader(engine: AsyncEngine, conn: Any) -> Read:
+    """One read on the driver's own connection, as fast as it goes."""
     if engine.dialect.name == "postgresql":
         statement = await conn.prepare(SQL.format("$1"))
         return lambda: statement.fetchrow(ITEM_ID)
@@ -129,29 +123,30 @@ async def run(config: Config) -> list[Result]:
     results: list[Result] = []
     for backend, url in urls.items():
         engine = await prepare(url)
-        cases, raw = layers(engine)
         try:
-            first = 0.0
-            for case, read in cases.items():
-                value, runs = await measure(
-                    config.repeats, lambda read=read: per_read_us(read, reads)
-                )
-                first = first or value
-                results.append(
-                    Result(
-                        "read_layers",
-                        backend,
-                        case,
-                        "µs/read",
-                        value,
-                        runs,
-                        {"reads": reads},
-                        ratio=value / first,
+            async with without_begin(engine).connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                cases = layers(engine, await driver_reader(engine, raw))
+                first = 0.0
+                for case, read in cases.items():
+                    value, runs = await measure(
+                        config.repeats, lambda read=read: per_read_us(read, reads)
                     )
-                )
+                    first = first or value
+                    extra = {"reads": reads}
+                    results.append(
+                        Result(
+                            "read_layers",
+                            backend,
+                            case,
+                            "µs/read",
+                            value,
+                            runs,
+                            extra,
+                            ratio=value / first,
+                        )
+                    )
         finally:
-            if "conn" in raw:
-                await raw["conn"].close()
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
             await engine.dispose()

@@ -87,6 +87,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return unused_port()
+
+
 @pytest.fixture(scope="session")
 def site_port() -> int:
     """The port the browser check serves the site on, known before the build.
@@ -94,9 +106,7 @@ def site_port() -> int:
     Material's instant navigation only takes over links under `site_url`, so
     the site is built for the address it is served from.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return unused_port()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ route share a test (and a database) to keep the suite fast.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -123,14 +122,12 @@ async def test_the_engine_keeps_pool_size_connections(
         assert app.state.sessions.kw["bind"].pool.size() == 7
 
 
-def test_make_app_serves_the_api_and_its_openapi_ui(tmp_path: Path):
+def test_make_app_serves_the_api_and_its_openapi_ui(tmp_path: Path, free_port: int):
     """What `make app` runs, on a free port, against a database in tmp_path."""
     recipe = (ROOT / "Makefile").read_text().split("\napp:", 1)[1]
     command = recipe.splitlines()[1].split()
     assert command[1:4] == ["snippets.inventory:app", "--host", "127.0.0.1"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port
     uvicorn = Path(sys.executable).parent / "uvicorn"
     args = [str(uvicorn), *command[1:-1], str(port)]
     env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/app.db"}

@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tools import notebooks as nb
-from tools.site_hooks import copy_notebooks
+from tools.site_hooks import publish_all
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_LINE = re.compile(r"^\s*#> ?(.*)$")
@@ -102,7 +102,7 @@ def test_mkdocs_builds_strict(built_site: Path):
 
 
 def test_zensical_builds(tmp_path: Path):
-    copy_notebooks()  # zensical ignores the mkdocs hook that does this
+    publish_all()  # zensical ignores the mkdocs hook that does this
     build = tmp_path / "project"
     shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(".venv", ".git", "site"))
     result = subprocess.run(

@@ -66,14 +66,14 @@ def zip_packages() -> None:
             target.write_bytes(buffer.getvalue())
 
 
-def copy_notebooks() -> None:
+def publish_all() -> None:
     for target_name, (source_dir, pattern) in PUBLISHED.items():
         publish(target_name, source_dir, pattern)
     zip_packages()
 
 
 def on_pre_build(config: Any, **kwargs: Any) -> None:
-    copy_notebooks()
+    publish_all()
 
 
 HL_FENCE = re.compile(
@@ -119,4 +119,4 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
 
 
 if __name__ == "__main__":
-    copy_notebooks()
+    publish_all()

@@ -59,6 +59,8 @@ def invalid(where: str, name: str, message: str, value: object) -> Exception:
 
 
 # --8<-- [start:documented]
+NO_PRECONDITION = "send If-Match or version: what you read"
+
 # What each error code's body looks like, from the errors themselves.
 EXAMPLE_DETAILS: dict[int, object] = {
     400: "the body is not valid JSON",
@@ -74,7 +76,7 @@ EXAMPLE_DETAILS: dict[int, object] = {
             "ctx": {"ge": "0"},
         }
     ],
-    428: "send If-Match or version: what you read",
+    428: NO_PRECONDITION,
 }
 
 

@@ -28,6 +28,7 @@ from snippets.inventory.errors import (
 from snippets.inventory.http_errors import (
     ETAG,
     INVALID,
+    NO_PRECONDITION,
     UNPARSABLE,
     documented,
     invalid,
@@ -377,7 +378,7 @@ async def update_item(
     elif (version := patch.proof()) is not None:
         expected, stale = version, status.HTTP_409_CONFLICT
     else:
-        raise HTTPException(428, "send If-Match or version: what you read")
+        raise HTTPException(428, NO_PRECONDITION)
     try:
         item = await crud.update_item(
             session, item_id, patch.changes(), expected
