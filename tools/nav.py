@@ -24,6 +24,15 @@ RECIPES = [
     ("filtering", "Filtering"),
     ("sorting", "Sorting"),
 ]
+# Beyond the nine: running the recipes for real.
+IN_PRODUCTION = [
+    ("testing", "Testing your app"),
+    ("migrations", "Migrations"),
+    ("connections", "Connections"),
+    ("relationships", "Relationships"),
+    ("background", "Outside the request"),
+    ("idempotency", "Retries and idempotency"),
+]
 GUIDES = [
     ("inventory", "Reference API"),
     ("pitfalls", "Pitfalls"),
@@ -41,6 +50,9 @@ def render_nav() -> str:
         ]
 
     lines = ["nav:", "  - Home: index.md", "  - Recipes:", *entries(RECIPES)]
+    production = entries(IN_PRODUCTION)
+    if production:
+        lines += ["  - In production:", *production]
     guides = entries(GUIDES)
     if guides:
         lines += ["  - Beyond the recipes:", *guides]
