@@ -19,6 +19,7 @@ from sqlalchemy.exc import (
     IntegrityError,
     InvalidRequestError,
     MissingGreenlet,
+    OperationalError,
     SQLAlchemyError,
 )
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -412,7 +413,40 @@ async def test_immediate_read_then_write_queues_the_other_writer(engine):
     assert await other == "committed"
     async with writes() as session:
         names = await session.scalars(select(Author.name).order_by(Author.id))
-        assert names.all() == ["A", "B"]  # B waited for A's commit
+        if engine.dialect.name == "sqlite":  # B waited for A's commit
+            assert names.all() == ["A", "B"]
+        else:  # PostgreSQL: rows, not the database, are locked
+            assert sorted(names.all()) == ["A", "B"]
+
+
+async def test_immediate_read_then_write_cannot_be_overtaken(sqlite_url: str):
+    """SQLite only: the naive test's schedule, with BEGIN IMMEDIATE.
+
+    The other writer cannot commit between our read and our write: it waits
+    for our lock (here it gives up after 50 ms), and our transaction commits.
+    """
+    engine = create_engine(sqlite_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    impatient = create_engine(f"{sqlite_url}?timeout=0.05")
+    try:
+        has_read = asyncio.Event()
+        other_sessions = create_session_factory(impatient)
+        other = asyncio.create_task(write_after(other_sessions, "B", has_read))
+
+        async def other_finishes() -> None:
+            has_read.set()
+            await asyncio.wait([other])  # committed, or gave up
+
+        writes = create_session_factory(engine)
+        assert await read_then_write(writes, "A", other_finishes) == "committed"
+        with pytest.raises(OperationalError, match="database is locked"):
+            await other
+        async with writes() as session:
+            assert (await session.scalars(select(Author.name))).all() == ["A"]
+    finally:
+        await impatient.dispose()
+        await engine.dispose()
 
 
 # --- the two dependencies -----------------------------------------------------
