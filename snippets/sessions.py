@@ -708,6 +708,10 @@ async def demo_lazy_load(sessions: Sessions) -> None:
         #> ['Dune', 'Emma']
 
 
+# --8<-- [end:demo_lazy_load]
+
+
+# --8<-- [start:leftovers]
 @contextmanager
 def leftovers() -> Iterator[list[str]]:
     """What a failed implicit load reports besides its exception.
@@ -750,7 +754,7 @@ class Collect(logging.Handler):
         self.into.append(record.getMessage())
 
 
-# --8<-- [end:demo_lazy_load]
+# --8<-- [end:leftovers]
 
 
 # --8<-- [start:demo_begin]
