@@ -8,6 +8,7 @@ implementation (read, decide in Python, write) interleaves at its awaits.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,11 +16,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
-from snippets.inventory.database import create_engine, create_session_factory
+from snippets.inventory.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    with_soft_delete,
+)
 from snippets.inventory.models import Base, Item, Order, OrderLine
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -193,13 +199,15 @@ async def test_a_crash_after_a_bulk_insert_leaves_nothing(
     assert await count(sessions, Item) == 0
 
 
-async def test_sqlite_writers_wait_for_the_lock_on_every_connection(sqlite_url: str):
-    """SQLite only: the pragmas that make the tests above pass on SQLite.
+async def test_sqlite_connections_wait_for_the_lock_with_wal_and_foreign_keys(
+    sqlite_url: str,
+):
+    """SQLite only: the settings every connection of the engine has.
 
-    busy_timeout makes a writer wait for the write lock instead of failing
-    with "database is locked"; WAL lets readers go on meanwhile.
+    A 5 s busy timeout (Python's sqlite3 default) makes a writer wait for the
+    write lock instead of failing; WAL lets readers go on meanwhile.
     """
-    engine = create_engine(sqlite_url)
+    engine = create_engine(sqlite_url).execution_options(sqlite_begin="DEFERRED")
     try:
         connections = [await engine.connect() for _ in range(3)]
         for conn in connections:
@@ -214,23 +222,41 @@ async def test_sqlite_writers_wait_for_the_lock_on_every_connection(sqlite_url: 
         await engine.dispose()
 
 
-async def test_sqlite_transactions_begin_at_the_first_write(sqlite_url: str):
-    """SQLite only: why busy_timeout suffices here, without BEGIN IMMEDIATE.
+def write_lock_is_free(path: str) -> bool:
+    """Can another connection take the write lock right now?"""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:  # database is locked
+        return False
+    finally:
+        other.close()
 
-    The driver sends BEGIN just before the first INSERT/UPDATE, so every write
-    path takes the write lock with its first write (waiting for it), instead
-    of reading in a transaction and then failing to upgrade its lock.
+
+async def test_sqlite_write_sessions_lock_at_begin_read_sessions_never(
+    sqlite_url: str,
+):
+    """SQLite only: the foundation's BEGIN modes, as the API uses them.
+
+    A write session takes the write lock with its first statement, a read,
+    so its read-then-write cannot fail with SQLITE_BUSY_SNAPSHOT; a read
+    session (every GET) takes none, so it never holds a writer up.
     """
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
     engine = create_engine(sqlite_url)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     try:
-        async with create_session_factory(engine).begin() as session:
-            conn = await session.connection()
-            raw = (await conn.get_raw_connection()).driver_connection
-            await session.scalars(select(Item.id).with_for_update())
-            assert not raw.in_transaction
-            await session.execute(update(Item).values(stock=Item.stock))
-            assert raw.in_transaction
+        writes = with_soft_delete(create_session_factory(engine))
+        reads = with_soft_delete(create_read_session_factory(engine))
+        async with reads() as session:
+            await session.scalars(select(Item.id))
+            assert write_lock_is_free(path)
+        async with writes.begin() as session:
+            await session.scalars(select(Item.id))
+            assert not write_lock_is_free(path)
+        assert write_lock_is_free(path)
     finally:
         await engine.dispose()
