@@ -106,6 +106,110 @@ async def test_concurrent_if_match_updates_have_one_winner_per_version(
         assert item["stock"] == winner.json()["stock"]  # the winner's write
 
 
+async def test_concurrent_conditional_updates_and_deletes_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0)
+    first = {"If-Match": '"1"'}
+    replies = await asyncio.gather(
+        *(client.patch("/items/1", json={"stock": 1}, headers=first) for _ in range(4)),
+        *(client.delete("/items/1", headers=first) for _ in range(4)),
+    )
+    codes = [reply.status_code for reply in replies]
+    assert sum(code in (200, 204) for code in codes) == 1, codes
+    # The losers saw version 2 (412), or the item already deleted (404).
+    assert all(code in (200, 204, 404, 412) for code in codes), codes
+    [(version, _)] = (await state_with_deleted(sessions)).values()
+    assert version == 2
+
+
+async def test_concurrent_restores_with_if_match_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0)
+    assert (await client.delete("/items/1")).status_code == 204
+    trash = {"If-Match": '"2"'}
+    replies = await asyncio.gather(
+        *(client.post("/items/1/restore", headers=trash) for _ in range(6))
+    )
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes == [200] + [404] * 5  # restored: no longer in the trash
+    assert await state(sessions) == {1: (3, 0)}
+
+
+async def test_concurrent_bulk_patches_with_expected_versions_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0, 0, 0)
+    read = {"1": 1, "2": 1, "3": 1}
+    replies = await asyncio.gather(
+        *(
+            client.patch(
+                "/items/bulk",
+                json={
+                    "ids": [3, 1, 2],
+                    "values": {"stock": n},
+                    "expected_versions": read,
+                },
+            )
+            for n in range(6)
+        )
+    )
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes == [200] + [409] * 5
+    stocks = {stock for _, stock in (await state(sessions)).values()}
+    assert len(stocks) == 1  # one writer's values, on every item
+    assert {v for v, _ in (await state(sessions)).values()} == {2}
+
+
+async def test_clients_that_send_the_version_they_read_never_lose_an_update(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    """Eight clients each add 1 to the stock: read, compute, write with the
+    version read, and on a conflict read again. Through PATCH (If-Match) and
+    through a bulk PATCH (expected_versions), every increment is kept."""
+    await create_items(client, 0)
+    all_read = asyncio.Barrier(8)  # first attempts: everyone reads version 1
+
+    async def add_one(bulk: bool) -> int:
+        for attempt in range(1, 100):
+            item = (await client.get("/items/1")).json()
+            stock, version = item["stock"] + 1, item["version"]
+            if attempt == 1:
+                await all_read.wait()
+            if bulk:
+                reply = await client.patch(
+                    "/items/bulk",
+                    json={
+                        "ids": [1],
+                        "values": {"stock": stock},
+                        "expected_versions": {"1": version},
+                    },
+                )
+            else:
+                reply = await client.patch(
+                    "/items/1",
+                    json={"stock": stock},
+                    headers={"If-Match": f'"{version}"'},
+                )
+            if reply.status_code == 200:
+                return attempt
+            assert reply.status_code in (409, 412), reply.text
+        raise AssertionError("never won")
+
+    attempts = await asyncio.gather(*(add_one(bulk=n % 2 == 1) for n in range(8)))
+    assert await state(sessions) == {1: (9, 8)}  # 8 writes, 8 increments
+    assert sum(attempts) >= 8 + 7  # 7 first attempts lost, and retried
+
+
+async def state_with_deleted(sessions: Sessions) -> dict[int, tuple[int, int]]:
+    """id -> (version, stock) of every item, deleted ones included."""
+    async with sessions() as session:
+        query = select(Item.id, Item.version, Item.stock)
+        rows = await session.execute(query.execution_options(include_deleted=True))
+        return {i: (v, s) for i, v, s in rows.all()}
+
+
 async def test_twenty_concurrent_orders_against_a_stock_of_five(
     client: httpx.AsyncClient, sessions: Sessions
 ):
