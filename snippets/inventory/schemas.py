@@ -14,6 +14,7 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -112,6 +113,15 @@ class PatchModel(BaseModel):
 
 
 # --8<-- [start:item_schemas]
+# The serializer's schema says only "string": the API's says what it is.
+Timestamp = Annotated[
+    UTCTimestamp,
+    WithJsonSchema(
+        {"type": "string", "format": "date-time"}, mode="serialization"
+    ),
+]
+
+
 class ItemCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -195,8 +205,8 @@ class ItemOut(BaseModel):
     price: Decimal
     stock: int
     version: int
-    created_at: UTCTimestamp
-    updated_at: UTCTimestamp
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class ItemPage(BaseModel):
@@ -331,7 +341,7 @@ class OrderOut(BaseModel):
 
     id: int
     customer: str
-    created_at: UTCTimestamp
+    created_at: Timestamp
     lines: list[OrderLineOut]
     total: Decimal
 
