@@ -132,6 +132,10 @@ RETRY_AFTER_HEADER = {
 }
 
 
+# --8<-- [end:documented]
+
+
+# --8<-- [start:openapi_entries]
 def documented(
     *errors: type[InventoryError], codes: dict[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
@@ -172,4 +176,4 @@ ETAG = {
         "schema": {"type": "string"},
     }
 }
-# --8<-- [end:documented]
+# --8<-- [end:openapi_entries]

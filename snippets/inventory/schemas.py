@@ -145,6 +145,10 @@ class ItemCreate(BaseModel):
     stock: Stock = 0
 
 
+# --8<-- [end:item_schemas]
+
+
+# --8<-- [start:item_patch]
 class ItemChanges(PatchModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"price": "9.90", "stock": 12}]},
@@ -175,6 +179,10 @@ class ItemPatch(ItemChanges):
         return self.version if "version" in self.model_fields_set else None
 
 
+# --8<-- [end:item_patch]
+
+
+# --8<-- [start:item_out]
 ITEM_EXAMPLE: dict[str, JsonValue] = {
     "id": 1,
     "name": "Blue mug",
@@ -233,6 +241,10 @@ class KeysetPage(BaseModel):
     next_cursor: str | None
 
 
+# --8<-- [end:item_out]
+
+
+# --8<-- [start:bulk_schemas]
 class BulkCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -292,7 +304,7 @@ class BulkUpdated(BaseModel):
     updated: int
 
 
-# --8<-- [end:item_schemas]
+# --8<-- [end:bulk_schemas]
 
 
 # --8<-- [start:order_schemas]

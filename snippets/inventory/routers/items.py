@@ -121,6 +121,10 @@ IfNoneMatch = Annotated[
 ]
 
 
+# --8<-- [end:parameters]
+
+
+# --8<-- [start:dependencies]
 def item_filters(
     *,
     status: Statuses = None,
@@ -185,7 +189,7 @@ def with_etag(response: Response, item: Item) -> ItemOut:
     return ItemOut.model_validate(item)
 
 
-# --8<-- [end:parameters]
+# --8<-- [end:dependencies]
 
 
 # --8<-- [start:collection]
@@ -231,6 +235,10 @@ async def list_deleted_items(
     )
 
 
+# --8<-- [end:collection]
+
+
+# --8<-- [start:keyset_route]
 @router.get(
     "/keyset",
     responses=documented(BadCursorError, codes={422: INVALID}),
@@ -260,6 +268,10 @@ async def list_items_keyset(
     )
 
 
+# --8<-- [end:keyset_route]
+
+
+# --8<-- [start:create]
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -276,7 +288,7 @@ async def create_item(
     return with_etag(response, created)
 
 
-# --8<-- [end:collection]
+# --8<-- [end:create]
 
 
 # --8<-- [start:bulk]
@@ -365,6 +377,10 @@ async def read_item(
     return with_etag(response, item)
 
 
+# --8<-- [end:item]
+
+
+# --8<-- [start:update]
 @router.patch(
     "/{item_id}",
     responses={
@@ -403,6 +419,10 @@ async def update_item(
     return with_etag(response, item)
 
 
+# --8<-- [end:update]
+
+
+# --8<-- [start:delete_restore]
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -443,4 +463,4 @@ async def restore_item(
     return with_etag(response, item)
 
 
-# --8<-- [end:item]
+# --8<-- [end:delete_restore]
