@@ -204,11 +204,12 @@ async def delete_item(
     )
     if expected_version is not None:
         statement = statement.where(Item.version == expected_version)
-    if await session.scalar(statement) is None:
-        current = await get_item(session, item_id)  # ItemNotFoundError?
-        # Still live: only the version check can have stopped the UPDATE.
-        expected = expected_version or 0
-        raise VersionMismatchError(item_id, expected, current.version)
+    if await session.scalar(statement) is not None:
+        return
+    if expected_version is None:
+        raise ItemNotFoundError(item_id)
+    current = await get_item(session, item_id)  # gone: ItemNotFoundError
+    raise VersionMismatchError(item_id, expected_version, current.version)
 
 
 async def restore_item(
@@ -223,7 +224,7 @@ async def restore_item(
     )
     if deleted is None:
         raise NotInTrashError(item_id)
-    if expected_version not in (None, deleted.version):
+    if expected_version is not None and expected_version != deleted.version:
         raise VersionMismatchError(item_id, expected_version, deleted.version)
     statement = (
         update(Item)
