@@ -531,7 +531,7 @@ async def live_prices(
     return prices
 
 
-async def create_order(
+async def create_order_with_lines(
     session: AsyncSession, customer_id: int, lines: Sequence[LineIn]
 ) -> Order:
     """A new order and its lines, in the caller's transaction."""
@@ -557,7 +557,7 @@ async def replace_lines(
     session: AsyncSession, order_id: int, lines: Sequence[LineIn]
 ) -> Order:
     """Make the order's lines exactly `lines`: add, change and remove."""
-    order = await get_order(session, order_id)
+    order = await get_order_with_lines(session, order_id)
     kept = {line.product_id: line for line in order.lines}
     new_ids = [line.product_id for line in lines if line.product_id not in kept]
     prices = await live_prices(session, new_ids) if new_ids else {}
@@ -577,7 +577,7 @@ async def replace_lines(
 
 
 # --8<-- [start:read_order]
-async def get_order(session: AsyncSession, order_id: int) -> Order:
+async def get_order_with_lines(session: AsyncSession, order_id: int) -> Order:
     """A live order with its customer, lines and their products."""
     query = (
         select(Order)
@@ -772,6 +772,58 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 # --8<-- [start:app]
+router = APIRouter()
+
+
+@router.get("/orders", summary="List orders, with their totals")
+async def list_orders_route(
+    q: Annotated[OrderQuery, Query()], session: ReadSessionDep
+) -> list[OrderSummary]:
+    return await list_orders(session, q)
+
+
+@router.get("/orders/{order_id}", summary="One order, with its lines")
+async def read_order_route(
+    order_id: Id, session: ReadSessionDep
+) -> OrderDetail:
+    return OrderDetail.of(await get_order_with_lines(session, order_id))
+
+
+@router.post("/orders", status_code=201, summary="Create an order and lines")
+async def create_order_route(
+    order: OrderIn, session: SessionDep
+) -> OrderDetail:
+    created = await create_order_with_lines(
+        session, order.customer_id, order.lines
+    )
+    return OrderDetail.of(await get_order_with_lines(session, created.id))
+
+
+@router.put("/orders/{order_id}/lines", summary="Replace an order's lines")
+async def replace_lines_route(
+    order_id: Id, lines: Lines, session: SessionDep
+) -> OrderDetail:
+    await replace_lines(session, order_id, lines)
+    return OrderDetail.of(await get_order_with_lines(session, order_id))
+
+
+@router.delete("/customers/{customer_id}", status_code=204)
+async def delete_customer_route(
+    customer_id: Id, session: SessionDep, cascade: bool = False
+) -> None:
+    await delete_customer(session, customer_id, cascade=cascade)
+
+
+@router.post("/customers/{customer_id}/restore", status_code=204)
+async def restore_customer_route(customer_id: Id, session: SessionDep) -> None:
+    await restore_customer(session, customer_id)
+
+
+@router.delete("/products/{product_id}", status_code=204)
+async def delete_product_route(product_id: Id, session: SessionDep) -> None:
+    await delete_product(session, product_id)
+
+
 @asynccontextmanager
 async def shop_lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(app.state.database_url)
@@ -802,54 +854,6 @@ def create_app(database_url: str) -> FastAPI:
     app.add_exception_handler(ShopError, shop_error)
     app.include_router(router)
     return app
-
-
-router = APIRouter()
-
-
-@router.get("/orders", summary="List orders, with their totals")
-async def list_orders_route(
-    q: Annotated[OrderQuery, Query()], session: ReadSessionDep
-) -> list[OrderSummary]:
-    return await list_orders(session, q)
-
-
-@router.get("/orders/{order_id}", summary="One order, with its lines")
-async def read_order(order_id: Id, session: ReadSessionDep) -> OrderDetail:
-    return OrderDetail.of(await get_order(session, order_id))
-
-
-@router.post("/orders", status_code=201, summary="Create an order and lines")
-async def create_order_route(
-    order: OrderIn, session: SessionDep
-) -> OrderDetail:
-    created = await create_order(session, order.customer_id, order.lines)
-    return OrderDetail.of(await get_order(session, created.id))
-
-
-@router.put("/orders/{order_id}/lines", summary="Replace an order's lines")
-async def replace_lines_route(
-    order_id: Id, lines: Lines, session: SessionDep
-) -> OrderDetail:
-    await replace_lines(session, order_id, lines)
-    return OrderDetail.of(await get_order(session, order_id))
-
-
-@router.delete("/customers/{customer_id}", status_code=204)
-async def delete_customer_route(
-    customer_id: Id, session: SessionDep, cascade: bool = False
-) -> None:
-    await delete_customer(session, customer_id, cascade=cascade)
-
-
-@router.post("/customers/{customer_id}/restore", status_code=204)
-async def restore_customer_route(customer_id: Id, session: SessionDep) -> None:
-    await restore_customer(session, customer_id)
-
-
-@router.delete("/products/{product_id}", status_code=204)
-async def delete_product_route(product_id: Id, session: SessionDep) -> None:
-    await delete_product(session, product_id)
 
 
 # --8<-- [end:app]
@@ -969,7 +973,7 @@ async def demo_writes(sessions: Sessions) -> None:
 
     try:
         async with sessions.begin() as session:
-            await create_order(session, 1, unknown)
+            await create_order_with_lines(session, 1, unknown)
     except NotFoundError as exc:
         print("fixed:", exc)
         #> fixed: unknown or deleted products: 99
@@ -985,13 +989,13 @@ async def demo_replace_lines(sessions: Sessions) -> None:
         LineIn(product_id=3, quantity=1),  # Mug: added
     ]  # Chair (2): removed
     async with sessions.begin() as session:
-        order = await get_order(session, 1)
+        order = await get_order_with_lines(session, 1)
         await replace_lines_naive(session, order, lamp_and_mug)
     async with sessions.begin() as session:
         await replace_lines(session, 4, lamp_and_mug)
     async with sessions() as session:
         for order_id in (1, 4):
-            order = await get_order(session, order_id)
+            order = await get_order_with_lines(session, order_id)
             print(
                 [
                     (line.product.name, line.quantity, str(line.unit_price))
@@ -1012,7 +1016,9 @@ async def demo_history(engine: AsyncEngine, sessions: Sessions) -> None:
     naive = async_sessionmaker(engine, sync_session_class=NaiveLiveSession)
     for name, factory in (("naive", naive), ("fixed", sessions)):
         async with factory() as session:
-            order = await get_order(session, 2)  # bought a Chair and a Mug
+            order = await get_order_with_lines(
+                session, 2
+            )  # bought a Chair and a Mug
             products = [
                 line.product and line.product.name for line in order.lines
             ]
