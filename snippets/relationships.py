@@ -700,7 +700,7 @@ class OrderDetail(BaseModel):
 
 
 # --8<-- [start:soft_delete_parent]
-async def delete_customer(
+async def soft_delete_customer(
     session: AsyncSession, customer_id: int, *, cascade: bool
 ) -> None:
     """Soft-delete a customer; its live orders go too, or it is refused."""
@@ -721,7 +721,9 @@ async def delete_customer(
         order.deleted_at = now  # the same stamp: restore finds them by it
 
 
-async def restore_customer(session: AsyncSession, customer_id: int) -> Customer:
+async def restore_deleted_customer(
+    session: AsyncSession, customer_id: int
+) -> Customer:
     """Bring back a customer and what its delete took, nothing more."""
     query = (
         select(Customer)
@@ -739,7 +741,7 @@ async def restore_customer(session: AsyncSession, customer_id: int) -> Customer:
     return customer
 
 
-async def delete_product(session: AsyncSession, product_id: int) -> None:
+async def soft_delete_product(session: AsyncSession, product_id: int) -> None:
     product = await session.scalar(
         select(Product).where(Product.id == product_id)
     )
@@ -811,17 +813,17 @@ async def replace_lines_route(
 async def delete_customer_route(
     customer_id: Id, session: SessionDep, cascade: bool = False
 ) -> None:
-    await delete_customer(session, customer_id, cascade=cascade)
+    await soft_delete_customer(session, customer_id, cascade=cascade)
 
 
 @router.post("/customers/{customer_id}/restore", status_code=204)
 async def restore_customer_route(customer_id: Id, session: SessionDep) -> None:
-    await restore_customer(session, customer_id)
+    await restore_deleted_customer(session, customer_id)
 
 
 @router.delete("/products/{product_id}", status_code=204)
 async def delete_product_route(product_id: Id, session: SessionDep) -> None:
-    await delete_product(session, product_id)
+    await soft_delete_product(session, product_id)
 
 
 @asynccontextmanager
@@ -1012,7 +1014,7 @@ async def demo_replace_lines(sessions: Sessions) -> None:
 # --8<-- [start:demo_history]
 async def demo_history(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions.begin() as session:
-        await delete_product(session, 2)  # the Chair leaves the catalogue
+        await soft_delete_product(session, 2)  # the Chair leaves the catalogue
     naive = async_sessionmaker(engine, sync_session_class=NaiveLiveSession)
     for name, factory in (("naive", naive), ("fixed", sessions)):
         async with factory() as session:
@@ -1051,16 +1053,16 @@ async def demo_cascade(sessions: Sessions) -> None:
     #> Ann's live orders: 25
     try:
         async with sessions.begin() as session:
-            await delete_customer(session, 1, cascade=False)
+            await soft_delete_customer(session, 1, cascade=False)
     except CustomerHasOrdersError as exc:
         print(exc)
         #> customer 1 has 25 live orders: delete them, or cascade=true
     async with sessions.begin() as session:
-        await delete_customer(session, 1, cascade=True)
+        await soft_delete_customer(session, 1, cascade=True)
     print("after the cascade:", await live_orders_of(1))
     #> after the cascade: 0
     async with sessions.begin() as session:
-        await restore_customer(session, 1)
+        await restore_deleted_customer(session, 1)
     print("after restore:", await live_orders_of(1), "(51 stays deleted)")
     #> after restore: 25 (51 stays deleted)
 
