@@ -415,32 +415,6 @@ async def rename_product_returning(
 # --8<-- [end:server_values]
 
 
-# --8<-- [start:errors]
-class ShopError(Exception):
-    """Base class: one table maps each subclass to a status code."""
-
-
-class NotFoundError(ShopError):
-    def __init__(self, kind: str, *ids: int) -> None:
-        self.ids = sorted(ids)
-        super().__init__(f"unknown or deleted {kind}: {join_ids(self.ids)}")
-
-
-class CustomerHasOrdersError(ShopError):
-    def __init__(self, customer_id: int, orders: int) -> None:
-        super().__init__(
-            f"customer {customer_id} has {orders} live orders:"
-            " delete them, or cascade=true"
-        )
-
-
-def join_ids(ids: Sequence[int]) -> str:
-    return ", ".join(map(str, ids))
-
-
-# --8<-- [end:errors]
-
-
 # --8<-- [start:schemas]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
@@ -516,6 +490,32 @@ async def replace_lines_naive(
 
 
 # --8<-- [end:naive_writes]
+
+
+# --8<-- [start:errors]
+class ShopError(Exception):
+    """Base class: one table maps each subclass to a status code."""
+
+
+class NotFoundError(ShopError):
+    def __init__(self, kind: str, *ids: int) -> None:
+        self.ids = sorted(ids)
+        super().__init__(f"unknown or deleted {kind}: {join_ids(self.ids)}")
+
+
+class CustomerHasOrdersError(ShopError):
+    def __init__(self, customer_id: int, orders: int) -> None:
+        super().__init__(
+            f"customer {customer_id} has {orders} live orders:"
+            " delete them, or cascade=true"
+        )
+
+
+def join_ids(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
+# --8<-- [end:errors]
 
 
 # --8<-- [start:writes]
