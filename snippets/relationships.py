@@ -586,6 +586,9 @@ async def get_order_with_lines(session: AsyncSession, order_id: int) -> Order:
             joinedload(Order.customer),  # one row: join it
             selectinload(Order.lines).joinedload(OrderLine.product),
         )
+        # as stored, in the relationship's order, even if this session
+        # holds the order already (just created, or just changed)
+        .execution_options(populate_existing=True)
     )
     order = await session.scalar(query)
     if order is None:
