@@ -816,8 +816,8 @@ async def demo_busy(url: str) -> None:
         #> no retry: database is locked -> busy
     payment = await run_retrying(sessions, pay, first_delay=0)
     await holder
-    print("run_retrying:", payment.amount)
-    #> run_retrying: 5.00
+    print("run_retrying: payment", payment.id, "once the lock came free")
+    #> run_retrying: payment 1 once the lock came free
     await engine.dispose()
 
 
@@ -833,8 +833,8 @@ async def demo_keys(app: FastAPI) -> None:
         for body in (pay, again):
             reply = await c.post("/payments", json=body, headers=key("k-1"))
             print(reply.status_code, reply.json())
-            #> 201 {'id': 2, 'source_id': 1, 'target_id': 2, 'amount': '30.00'}
-            #> 201 {'id': 2, 'source_id': 1, 'target_id': 2, 'amount': '30.00'}
+            #> 201 {'id': 3, 'source_id': 1, 'target_id': 2, 'amount': '30.00'}
+            #> 201 {'id': 3, 'source_id': 1, 'target_id': 2, 'amount': '30.00'}
         other = {**pay, "amount": "31.00"}
         reply = await c.post("/payments", json=other, headers=key("k-1"))
         print(reply.status_code, reply.json())
@@ -853,7 +853,7 @@ async def demo_keys(app: FastAPI) -> None:
         print(
             "20 at once:", {r.status_code for r in replies}, "payment ids:", ids
         )
-        #> 20 at once: {201} payment ids: {3}
+        #> 20 at once: {201} payment ids: {4}
 
 
 def key(value: str) -> dict[str, str]:
@@ -881,7 +881,7 @@ async def demo_outbox(sessions: Sessions) -> None:
             raise CrashError  # the commit never happens
     except CrashError:
         print("naive, rolled back, yet sent:", sent)
-        #> naive, rolled back, yet sent: ['payment.created #4']
+        #> naive, rolled back, yet sent: ['payment.created #2']
 
     sent.clear()
     try:
@@ -900,7 +900,7 @@ async def demo_outbox(sessions: Sessions) -> None:
     print("next dispatcher run sends:", await dispatch_outbox(sessions, send))
     #> next dispatcher run sends: 1
     print(sent, "then:", await dispatch_outbox(sessions, send))
-    #> ['payment.created #6'] then: 0
+    #> ['payment.created #2'] then: 0
 
 
 # --8<-- [end:demo_outbox]
