@@ -608,10 +608,26 @@ async def pay_once(
 # --8<-- [end:pay_once]
 
 
+# --8<-- [start:naive_side_effects]
+Send = Callable[[OutboxEvent], Awaitable[None]]  # an e-mail, a message
+
+
+async def pay_and_notify_naive(
+    session: AsyncSession, payment: PaymentIn, send: Send
+) -> Payment:
+    """Send inside the transaction: sent even when the commit fails."""
+    row = await transfer(
+        session, payment.source_id, payment.target_id, payment.amount
+    )
+    out = PaymentOut.model_validate(row).model_dump(mode="json")
+    await send(OutboxEvent(topic="payment.created", payload=out))
+    return row
+
+
+# --8<-- [end:naive_side_effects]
+
+
 # --8<-- [start:outbox]
-Send = Callable[[OutboxEvent], Awaitable[None]]
-
-
 async def dispatch_outbox(
     sessions: Sessions, send: Send, batch: int = 100
 ) -> int:
@@ -634,22 +650,6 @@ async def dispatch_outbox(
 
 
 # --8<-- [end:outbox]
-
-
-# --8<-- [start:naive_side_effects]
-async def pay_and_notify_naive(
-    session: AsyncSession, payment: PaymentIn, send: Send
-) -> Payment:
-    """Send inside the transaction: sent even when the commit fails."""
-    row = await transfer(
-        session, payment.source_id, payment.target_id, payment.amount
-    )
-    out = PaymentOut.model_validate(row).model_dump(mode="json")
-    await send(OutboxEvent(topic="payment.created", payload=out))
-    return row
-
-
-# --8<-- [end:naive_side_effects]
 
 
 # --8<-- [start:app]
