@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -569,11 +569,13 @@ def create_app(database_url: str) -> FastAPI:
 
 # --8<-- [start:seed]
 async def seed(sessions: Sessions, count: int) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
         {
             "name": f"Item {n}",
             "category": ("desk", "lamp", "mug")[n % 3],
             "price": Decimal(n % 50) + Decimal("0.99"),
+            "created_at": start + timedelta(minutes=n),
         }
         for n in range(1, count + 1)
     ]
@@ -630,9 +632,9 @@ async def demo_gather(sessions: Sessions) -> None:
     async with sessions() as session:
         try:
             await totals_naive(session, categories)
-        except* InvalidRequestError as group:
+        except ExceptionGroup as group:  # the TaskGroup's first failure
             print(str(group.exceptions[0]).split(";")[0])
-#> This session is provisioning a new connection
+            #> This session is provisioning a new connection
     print(await totals(sessions, categories, at_once=2))
     #> [Decimal('25490.00'), Decimal('25490.00'), Decimal('25490.00')]
 
@@ -644,15 +646,18 @@ async def demo_gather(sessions: Sessions) -> None:
 async def demo_export(app: FastAPI) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        for fmt in ("csv", "ndjson"):
-            reply = await c.get("/items/export", params={"format": fmt})
-            lines = reply.text.splitlines()
-            print(reply.headers["content-type"], len(lines), "lines")
-            #> text/csv; charset=utf-8 3001 lines
-            print(lines[0][:72])
-            '''
-            {"id": 1, "name": "Item 1", "category": "lamp", "price": "1.99", "create
-            '''
+        csv_reply = await c.get("/items/export", params={"format": "csv"})
+        csv_lines = csv_reply.text.splitlines()
+        print(csv_reply.headers["content-type"], len(csv_lines), "lines")
+        #> text/csv; charset=utf-8 3001 lines
+        print(csv_lines[1])
+        #> 1,Item 1,lamp,1.99,2026-01-01T00:01:00+00:00
+        json_reply = await c.get("/items/export", params={"format": "ndjson"})
+        json_lines = json_reply.text.splitlines()
+        print(json_reply.headers["content-type"], len(json_lines), "lines")
+        #> application/x-ndjson 3000 lines
+        print(list(json.loads(json_lines[0])))  # the same fields
+        #> ['id', 'name', 'category', 'price', 'created_at']
         bad = await c.get("/items/export", params={"format": "xml"})
         print(bad.status_code)
         #> 422
