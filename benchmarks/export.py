@@ -22,7 +22,7 @@ from snippets.background import (
     create_session_factory,
     export_csv_naive,
     export_lines,
-    seed,
+    seed_items,
 )
 
 
@@ -60,7 +60,7 @@ async def export_speed(
 async def one_size(config: Config, backend: str, rows: int) -> list[Result]:
     engine = await fresh_engine(config, backend)
     sessions = create_session_factory(engine)
-    await seed(sessions, rows)
+    await seed_items(sessions, rows)
 
     async def whole_file() -> int:
         async with sessions() as session:

@@ -568,7 +568,7 @@ def create_app(database_url: str) -> FastAPI:
 
 
 # --8<-- [start:seed]
-async def seed(sessions: Sessions, count: int) -> None:
+async def seed_items(sessions: Sessions, count: int) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
         {
@@ -672,7 +672,7 @@ async def main() -> None:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'shop.db'}"
         app = create_app(url)
         async with lifespan(app):
-            await seed(app.state.sessions, 3000)
+            await seed_items(app.state.sessions, 3000)
             await demo_tasks(app)
             await demo_worker(url)
             await demo_gather(app.state.sessions)

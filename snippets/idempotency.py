@@ -740,7 +740,7 @@ async def opposite_transfers(sessions: Sessions, retry: Retry) -> list[str]:
                     return await retry_on_same_session(session, work)
                 return await work(session)
         except DBAPIError as exc:
-            return outcome(exc)
+            return race_outcome(exc)
 
     return sorted(await asyncio.gather(one(1), one(2)))
 
@@ -775,12 +775,12 @@ async def serializable_conflict(engine: AsyncEngine, retry: Retry) -> list[str]:
                     return await retry_on_same_session(session, second)
                 return await second(session)
         except DBAPIError as exc:
-            return outcome(exc)
+            return race_outcome(exc)
 
     return sorted(await asyncio.gather(first(), run_second()))
 
 
-def outcome(exc: DBAPIError) -> str:
+def race_outcome(exc: DBAPIError) -> str:
     """The SQLSTATE and the first line of PostgreSQL's message."""
     message = str(exc.orig).splitlines()[0].split(": ", 1)[-1]
     return f"{getattr(exc.orig, 'sqlstate', '?')} {message}"

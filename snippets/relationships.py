@@ -260,7 +260,7 @@ def short(exc: Exception) -> str:
 
 
 # --8<-- [start:seed]
-async def seed(sessions: Sessions, orders: int = 50) -> None:
+async def seed_orders(sessions: Sessions, orders: int = 50) -> None:
     """Three products (two tagged), two customers, `orders` orders."""
     async with sessions.begin() as session:
         sale, desk = Tag(name="sale"), Tag(name="desk")
@@ -1105,7 +1105,7 @@ async def main() -> None:
         async with shop_lifespan(app):
             sessions: Sessions = app.state.sessions
             engine: AsyncEngine = app.state.engine
-            await seed(sessions)
+            await seed_orders(sessions)
             await demo_loading(engine, sessions)
             await demo_server_values(sessions)
             await demo_writes(sessions)

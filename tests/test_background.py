@@ -32,7 +32,7 @@ from snippets.background import (
     lifespan,
     record_download,
     run_jobs,
-    seed,
+    seed_items,
     totals,
     totals_naive,
 )
@@ -49,7 +49,7 @@ async def app(
 ) -> AsyncIterator[FastAPI]:
     app = create_app(database_url)
     async with lifespan(app):
-        await seed(app.state.sessions, request.param)
+        await seed_items(app.state.sessions, request.param)
         yield app
 
 
@@ -148,7 +148,7 @@ async def test_naive_global_engine_fails_on_the_second_loop(postgres_url):
     (the SQLite half of this claim is the next test)."""
     app = create_app(postgres_url)
     async with lifespan(app):
-        await seed(app.state.sessions, 3)
+        await seed_items(app.state.sessions, 3)
     result = await asyncio.to_thread(run_python, GLOBAL_ENGINE_TWICE, postgres_url)
     first, second = result.stdout.splitlines()[:2]
     assert first == "3"
@@ -160,7 +160,7 @@ async def test_naive_global_engine_happens_to_work_on_sqlite(sqlite_url):
     """SQLite only: the page says the naive job happens to work there."""
     app = create_app(sqlite_url)
     async with lifespan(app):
-        await seed(app.state.sessions, 3)
+        await seed_items(app.state.sessions, 3)
     result = await asyncio.to_thread(run_python, GLOBAL_ENGINE_TWICE, sqlite_url)
     assert result.stdout.splitlines()[:2] == ["3", "3"]
 
@@ -190,7 +190,7 @@ async def test_one_session_shared_by_tasks_is_refused_on_sqlite(sqlite_url):
     """SQLite: the tasks meet while the session begins its transaction."""
     app = create_app(sqlite_url)
     async with lifespan(app):
-        await seed(app.state.sessions, 30)
+        await seed_items(app.state.sessions, 30)
         async with app.state.sessions() as session:
             with pytest.raises(ExceptionGroup) as raised:
                 await totals_naive(session, ["desk", "lamp", "mug"])
@@ -228,7 +228,7 @@ async def test_a_session_per_task_gives_every_total(app: FastAPI):
 async def test_tasks_never_hold_more_connections_than_allowed(database_url):
     app = create_app(database_url)
     async with lifespan(app):
-        await seed(app.state.sessions, 30)
+        await seed_items(app.state.sessions, 30)
         engine = engine_of(app.state.sessions)
         held, most = 0, 0
 

@@ -289,6 +289,8 @@ PAGE_SPECIFIC = {
     "ItemPatch",  # a resource's PATCH fields (their base, PatchModel, is shared)
     "KeysetPage",  # the page envelope: pagination's lesson vs the API's contract
     "OrderIn",  # the order a page accepts
+    "LineIn",  # an order line a page accepts (transactions, relationships)
+    "LineOut",  # an order line a page returns
     "OrderOut",  # the order a page returns
     # A page's own data layer: the query or write is the page's lesson.
     "create_item",  # plain, versioned, soft-delete aware...

@@ -38,7 +38,7 @@ from snippets.relationships import (
     rename_product_returning,
     replace_lines_naive,
     restore_deleted_customer,
-    seed,
+    seed_orders,
     shop_lifespan,
     soft_delete_customer,
     soft_delete_product,
@@ -63,7 +63,7 @@ async def shop(database_url: str) -> AsyncIterator[Shop]:
     """The page's app on an empty database, seeded with 50 orders."""
     app = create_app(database_url)
     async with shop_lifespan(app):
-        await seed(app.state.sessions)
+        await seed_orders(app.state.sessions)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://t"
