@@ -1105,8 +1105,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(f"sqlite+aiosqlite:///{Path(tmp) / 'bulk.db'}")
         await create_tables(engine)
-        await demo_insert(engine)
         await demo_empty(engine)
+        await demo_insert(engine)
         await demo_returning(engine)
         await demo_update(engine)
         await demo_upsert(engine)
