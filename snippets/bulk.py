@@ -360,6 +360,22 @@ async def copy_moves(
 # --8<-- [end:fast_path]
 
 
+# --8<-- [start:naive_copy]
+async def copy_moves_naive(
+    conn: AsyncConnection, records: Iterable[tuple[str, int]]
+) -> None:
+    raw = cast(
+        CopyConnection, (await conn.get_raw_connection()).driver_connection
+    )
+    # The first thing on this connection: COPY runs, and commits, on its own.
+    await raw.copy_records_to_table(
+        "moves", records=records, columns=["sku", "quantity"]
+    )
+
+
+# --8<-- [end:naive_copy]
+
+
 # --8<-- [start:demo_insert]
 async def demo_insert(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
@@ -681,8 +697,8 @@ async def upsert_products_inserted(
     session: AsyncSession, rows: Sequence[ProductIn]
 ) -> dict[str, bool]:
     """PostgreSQL only: SKU -> True if inserted, False if updated."""
-    # xmax is 0 in a row version no other transaction has locked or deleted:
-    # true of a row this statement inserted, not of one it updated.
+    # xmax: 0 in a row this statement inserted, not in one it updated (a
+    # PostgreSQL implementation detail, checked by the tests).
     inserted = literal_column("xmax = 0", Boolean)
     upsert = upsert_statement(session).returning(Product.sku, inserted)
     conn = await session.connection()

@@ -34,6 +34,8 @@ from snippets.bulk import (
     Upserted,
     add_moves,
     chunked,
+    copy_moves,
+    copy_moves_naive,
     create_engine,
     create_session_factory,
     create_tables,
@@ -261,24 +263,27 @@ async def test_recipes_accept_empty_input_and_write_nothing(sessions: Sessions):
     assert (await total(sessions, Move), await total(sessions, Product)) == (0, 0)
 
 
-# --8<-- [start:copy_trap]
-async def test_copy_before_any_statement_escapes_the_transaction(
+async def test_naive_copy_before_any_statement_escapes_the_transaction(
     postgres_url: str,
 ):
     engine = await ready_engine(postgres_url)
-    sessions = async_sessionmaker(engine)
+    sessions = create_session_factory(engine)
     async with sessions() as session:
         conn = await session.connection()  # no statement sent yet
-        raw = (await conn.get_raw_connection()).driver_connection
-        await raw.copy_records_to_table(
-            "moves", records=[("SKU-1", 5)], columns=["sku", "quantity"]
-        )
+        await copy_moves_naive(conn, [("SKU-1", 5)])
         await session.rollback()
     assert await total(sessions, Move) == 1  # the rollback undid nothing
     await engine.dispose()
 
 
-# --8<-- [end:copy_trap]
+async def test_copy_after_a_statement_is_undone_by_a_rollback(postgres_url: str):
+    engine = await ready_engine(postgres_url)
+    sessions = create_session_factory(engine)
+    async with sessions() as session:
+        await copy_moves(await session.connection(), [("SKU-1", 5)])
+        await session.rollback()
+    assert await total(sessions, Move) == 0
+    await engine.dispose()
 
 
 async def test_returned_ids_follow_the_input_order_across_batches(
