@@ -198,13 +198,13 @@ class ProductChanges(BaseModel):
 
 
 # --8<-- [start:helpers]
-def short(exc: Exception) -> str:
+def driver_message(exc: Exception) -> str:
     """The driver's message: no exception class, no SQL, no doc link."""
     first_line = str(exc).splitlines()[0].split(" (Background on")[0]
     return first_line.split(") ", 1)[-1]
 
 
-async def count(sessions: Sessions, model: type) -> int:
+async def count_rows(sessions: Sessions, model: type) -> int:
     async with sessions() as session:
         total = await session.scalar(select(func.count()).select_from(model))
         return int(total or 0)
@@ -389,7 +389,7 @@ async def demo_insert(engine: AsyncEngine) -> None:
         #> insert_moves      INSERT statements: 1
         #> insert_moves_core INSERT statements: 1
         #> load_moves        INSERT statements: 0
-    print("moves stored:", await count(sessions, Move))
+    print("moves stored:", await count_rows(sessions, Move))
     #> moves stored: 4000
 
 
@@ -724,7 +724,7 @@ async def demo_upsert(engine: AsyncEngine) -> None:
         try:
             await session.execute(naive, [row.model_dump() for row in feed])
         except SQLAlchemyError as exc:
-            error = short(exc)
+            error = driver_message(exc)
     print(error)
     #> ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE constraint
 
@@ -1099,7 +1099,7 @@ async def demo_chunks(engine: AsyncEngine) -> None:
     # 3,000 new rows, and the last one repeats an existing SKU.
     feed = [*products(2_999, start=50_000), ProductIn(sku="P-00001", name="x")]
     for load in ("commit per chunk", "one transaction"):
-        before = await count(sessions, Product)
+        before = await count_rows(sessions, Product)
         try:
             if load == "commit per chunk":
                 await insert_commit_per_chunk(sessions, feed)
@@ -1107,7 +1107,7 @@ async def demo_chunks(engine: AsyncEngine) -> None:
                 async with sessions.begin() as session:
                     await insert_in_chunks(session, feed)
         except IntegrityError:
-            kept = await count(sessions, Product) - before
+            kept = await count_rows(sessions, Product) - before
             print(f"{load}: failed, {kept} of {len(feed)} rows kept")
             #> commit per chunk: failed, 2000 of 3000 rows kept
             #> one transaction: failed, 0 of 3000 rows kept
