@@ -100,7 +100,7 @@ def create_session_factory(engine: AsyncEngine) -> Sessions:
 # --8<-- [end:engine]
 
 
-# --8<-- [start:models]
+# --8<-- [start:base]
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -114,6 +114,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# --8<-- [end:base]
+
+
+# --8<-- [start:models]
 class Supplier(Base):
     __tablename__ = "suppliers"
 
@@ -130,6 +134,15 @@ class Move(Base):
     quantity: Mapped[int]
 
 
+class MoveRow(TypedDict):
+    sku: str
+    quantity: int
+
+
+# --8<-- [end:models]
+
+
+# --8<-- [start:product]
 class Product(Base):
     __tablename__ = "products"
 
@@ -155,12 +168,7 @@ class Product(Base):
     )
 
 
-class MoveRow(TypedDict):
-    sku: str
-    quantity: int
-
-
-# --8<-- [end:models]
+# --8<-- [end:product]
 
 
 # --8<-- [start:schemas]
@@ -329,6 +337,10 @@ async def executemany_moves(
     await raw.executemany(sql, records)
 
 
+# --8<-- [end:fast_path]
+
+
+# --8<-- [start:copy]
 class CopyConnection(Protocol):
     """The part of asyncpg.Connection used here (asyncpg has no type hints)."""
 
@@ -357,7 +369,7 @@ async def copy_moves(
     )
 
 
-# --8<-- [end:fast_path]
+# --8<-- [end:copy]
 
 
 # --8<-- [start:naive_copy]
@@ -663,6 +675,10 @@ async def upsert_products(
     )
 
 
+# --8<-- [end:upsert]
+
+
+# --8<-- [start:upsert_statement]
 def upsert_statement(
     session: AsyncSession,
 ) -> postgresql.Insert | sqlite.Insert:
@@ -689,7 +705,7 @@ def upsert_statement(
     )
 
 
-# --8<-- [end:upsert]
+# --8<-- [end:upsert_statement]
 
 
 # --8<-- [start:upsert_postgres]
@@ -880,6 +896,10 @@ async def import_products_naive(
     return sorted(errors)
 
 
+# --8<-- [end:naive_import]
+
+
+# --8<-- [start:validate]
 def validate_rows(
     rows: Sequence[object],
 ) -> tuple[list[RowError], list[tuple[int, ProductIn]]]:
@@ -909,7 +929,7 @@ def first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
-# --8<-- [end:naive_import]
+# --8<-- [end:validate]
 
 
 # --8<-- [start:import]
@@ -930,6 +950,10 @@ async def import_products(
     return sorted(errors)
 
 
+# --8<-- [end:import]
+
+
+# --8<-- [start:insert_new_skus]
 async def insert_new_skus(
     session: AsyncSession, valid: Sequence[tuple[int, ProductIn]]
 ) -> list[RowError]:
@@ -957,7 +981,7 @@ async def insert_new_skus(
     return errors
 
 
-# --8<-- [end:import]
+# --8<-- [end:insert_new_skus]
 
 
 # --8<-- [start:import_each]
@@ -1023,8 +1047,15 @@ async def demo_import(engine: AsyncEngine) -> None:
         #> row 6: IMP-1 repeats row 1
         #> row 7: price: Extra inputs are not permitted
 
+
+# --8<-- [end:demo_import]
+
+
+# --8<-- [start:demo_import_fallback]
+async def demo_import_fallback(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
     # A row that breaks another rule: the savepoint-per-row fallback.
-    feed = [
+    feed: list[object] = [
         {"sku": "IMP-6", "name": "Unknown supplier", "supplier": "NOPE"},
         {"sku": "P-00002", "name": "SKU taken"},
         {"sku": "IMP-7", "name": "Good"},
@@ -1036,7 +1067,7 @@ async def demo_import(engine: AsyncEngine) -> None:
             #> row 2: P-00002 already exists
 
 
-# --8<-- [end:demo_import]
+# --8<-- [end:demo_import_fallback]
 
 
 # --8<-- [start:demo_import_cost]
@@ -1127,6 +1158,7 @@ async def main() -> None:
         await demo_update(engine)
         await demo_upsert(engine)
         await demo_import(engine)
+        await demo_import_fallback(engine)
         await demo_import_cost(engine)
         await demo_chunks(engine)
         await engine.dispose()
