@@ -118,8 +118,8 @@ class Base(DeclarativeBase):
 
 
 # --8<-- [start:models]
-class Supplier(Base):
-    __tablename__ = "suppliers"
+class Brand(Base):
+    __tablename__ = "brands"
 
     code: Mapped[str] = mapped_column(String(20), primary_key=True)
 
@@ -152,7 +152,7 @@ class Product(Base):
     sku: Mapped[str] = mapped_column(String(40), insert_sentinel=True)
     name: Mapped[str] = mapped_column(String(200))
     stock: Mapped[int] = mapped_column(default=0)
-    supplier: Mapped[str | None] = mapped_column(ForeignKey("suppliers.code"))
+    brand: Mapped[str | None] = mapped_column(ForeignKey("brands.code"))
     version: Mapped[int] = mapped_column(default=1)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -178,7 +178,7 @@ class ProductIn(BaseModel):
     sku: str = Field(min_length=1, max_length=40, pattern=r"^[A-Z0-9-]+$")
     name: str = Field(min_length=1, max_length=200)
     stock: int = Field(default=0, ge=0, le=2**31 - 1)
-    supplier: str | None = Field(default=None, min_length=1, max_length=20)
+    brand: str | None = Field(default=None, min_length=1, max_length=20)
 
 
 class ProductChanges(BaseModel):
@@ -624,7 +624,7 @@ async def upsert_products_naive(
         set_={
             "name": stmt.excluded.name,
             "stock": stmt.excluded.stock,
-            "supplier": stmt.excluded.supplier,
+            "brand": stmt.excluded.brand,
             "version": Product.version + 1,  # on every row of the feed
         },
     )
@@ -690,7 +690,7 @@ def upsert_statement(
         set_={
             "name": new.name,
             "stock": new.stock,
-            "supplier": new.supplier,
+            "brand": new.brand,
             "version": Product.version + 1,
         },
         # --8<-- [start:upsert_where]
@@ -699,7 +699,7 @@ def upsert_statement(
         where=or_(
             Product.name.is_distinct_from(new.name),
             Product.stock.is_distinct_from(new.stock),
-            Product.supplier.is_distinct_from(new.supplier),
+            Product.brand.is_distinct_from(new.brand),
         ),
         # --8<-- [end:upsert_where]
     )
@@ -1004,8 +1004,8 @@ def row_problem(exc: IntegrityError, product: ProductIn) -> str:
     match problem.kind:
         case Problem.UNIQUE:
             return f"{product.sku} already exists"
-        case Problem.FOREIGN_KEY:  # suppliers is the only reference
-            return f"supplier {product.supplier} does not exist"
+        case Problem.FOREIGN_KEY:  # brands is the only reference
+            return f"brand {product.brand} does not exist"
         case Problem.CHECK | Problem.NOT_NULL:
             return f"breaks a {problem.kind} constraint"
         case _:  # not the row's fault: let the whole import fail
@@ -1019,7 +1019,7 @@ def row_problem(exc: IntegrityError, product: ProductIn) -> str:
 async def demo_import(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions.begin() as session:
-        session.add(Supplier(code="ACME"))
+        session.add(Brand(code="ACME"))
     feed: list[object] = [
         {"sku": "IMP-1", "name": "Good", "stock": 1},
         {"sku": "IMP-2", "name": "Negative stock", "stock": -1},
@@ -1028,7 +1028,7 @@ async def demo_import(engine: AsyncEngine) -> None:
         "not an object",
         {"sku": "IMP-1", "name": "Twice in the file"},
         {"sku": "IMP-4", "name": "Good too", "stock": 2, "price": 3},
-        {"sku": "IMP-5", "name": "Good as well", "supplier": "ACME"},
+        {"sku": "IMP-5", "name": "Good as well", "brand": "ACME"},
     ]
     with statements_sent(engine) as sent:
         async with sessions.begin() as session:
@@ -1056,14 +1056,14 @@ async def demo_import_fallback(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     # A row that breaks another rule: the savepoint-per-row fallback.
     feed: list[object] = [
-        {"sku": "IMP-6", "name": "Unknown supplier", "supplier": "NOPE"},
+        {"sku": "IMP-6", "name": "Unknown brand", "brand": "NOPE"},
         {"sku": "P-00002", "name": "SKU taken"},
         {"sku": "IMP-7", "name": "Good"},
     ]
     async with sessions.begin() as session:
         for error in await import_products(session, feed):
             print(f"row {error.row}: {error.error}")
-            #> row 1: supplier NOPE does not exist
+            #> row 1: brand NOPE does not exist
             #> row 2: P-00002 already exists
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from snippets import bulk
 from snippets.bulk import (
+    Brand,
     DuplicateSkus,
     Move,
     Product,
@@ -31,7 +32,6 @@ from snippets.bulk import (
     ProductIn,
     ProductsNotFound,
     RowError,
-    Supplier,
     Upserted,
     add_moves,
     chunked,
@@ -659,32 +659,30 @@ async def test_postgres_xmax_tells_inserted_from_updated(postgres_url: str):
 async def test_naive_inequality_misses_a_change_from_null(sessions: Sessions):
     """`!=` is NULL, not true, when one side is NULL: the change is dropped."""
     async with sessions.begin() as session:
-        session.add(Supplier(code="ACME"))
-    await seed(sessions, 1)  # supplier NULL
+        session.add(Brand(code="ACME"))
+    await seed(sessions, 1)  # brand NULL
     async with sessions.begin() as session:
         stmt = dialect_insert(session)
         naive = stmt.on_conflict_do_update(
             index_elements=[Product.sku],
             index_where=Product.deleted_at.is_(None),
-            set_={"supplier": stmt.excluded.supplier},
-            where=Product.supplier != stmt.excluded.supplier,
+            set_={"brand": stmt.excluded.brand},
+            where=Product.brand != stmt.excluded.brand,
         )
-        await session.execute(
-            naive, [{"sku": "P-00000", "name": "x", "supplier": "ACME"}]
-        )
-    assert await rows_of(sessions, Product.supplier) == [(None,)]
+        await session.execute(naive, [{"sku": "P-00000", "name": "x", "brand": "ACME"}])
+    assert await rows_of(sessions, Product.brand) == [(None,)]
 
 
 async def test_upsert_applies_changes_from_and_to_null(sessions: Sessions):
     async with sessions.begin() as session:
-        session.add(Supplier(code="ACME"))
+        session.add(Brand(code="ACME"))
     await seed(sessions, 1)
-    for supplier, version in (("ACME", 2), ("ACME", 2), (None, 3), (None, 3)):
-        row = ProductIn(sku="P-00000", name="Product 0", supplier=supplier)
+    for brand, version in (("ACME", 2), ("ACME", 2), (None, 3), (None, 3)):
+        row = ProductIn(sku="P-00000", name="Product 0", brand=brand)
         async with sessions.begin() as session:
             await upsert_products(session, [row])
-        assert await rows_of(sessions, Product.supplier, Product.version) == [
-            (supplier, version)
+        assert await rows_of(sessions, Product.brand, Product.version) == [
+            (brand, version)
         ]
 
 
@@ -726,8 +724,8 @@ async def test_upsert_refuses_a_sku_given_twice_and_writes_nothing(
 
 
 REPEATED = [
-    {"sku": "A", "name": "first", "supplier": None, "stock": 0},
-    {"sku": "A", "name": "second", "supplier": None, "stock": 0},
+    {"sku": "A", "name": "first", "brand": None, "stock": 0},
+    {"sku": "A", "name": "second", "brand": None, "stock": 0},
 ]
 
 
@@ -859,21 +857,21 @@ async def test_import_with_one_conflict_in_20000_rows_sends_one_insert_per_chunk
 async def test_naive_import_calls_every_integrity_error_a_duplicate(
     sessions: Sessions,
 ):
-    feed = [{"sku": "A", "name": "a", "supplier": "NOPE"}]
+    feed = [{"sku": "A", "name": "a", "brand": "NOPE"}]
     async with sessions.begin() as session:
         errors = await import_products_naive(session, feed)
     assert errors == [RowError(1, "A already exists")]  # it does not
 
 
-async def test_import_reports_a_missing_supplier_and_keeps_the_good_rows(
+async def test_import_reports_a_missing_brand_and_keeps_the_good_rows(
     engine: AsyncEngine, sessions: Sessions
 ):
     await seed(sessions, 1)
     async with sessions.begin() as session:
-        session.add(Supplier(code="ACME"))
+        session.add(Brand(code="ACME"))
     feed = [
-        {"sku": "A", "name": "a", "supplier": "ACME"},
-        {"sku": "B", "name": "b", "supplier": "NOPE"},
+        {"sku": "A", "name": "a", "brand": "ACME"},
+        {"sku": "B", "name": "b", "brand": "NOPE"},
         {"sku": "P-00000", "name": "taken"},
         {"sku": "C", "name": "c"},
     ]
@@ -881,11 +879,11 @@ async def test_import_reports_a_missing_supplier_and_keeps_the_good_rows(
         async with sessions.begin() as session:
             errors = await import_products(session, feed)
     assert errors == [
-        RowError(2, "supplier NOPE does not exist"),
+        RowError(2, "brand NOPE does not exist"),
         RowError(3, "P-00000 already exists"),
     ]
     assert sent["SAVEPOINT"] == 1 + 4  # the failed chunk's, then one per row
-    assert await rows_of(sessions, Product.sku, Product.supplier) == [
+    assert await rows_of(sessions, Product.sku, Product.brand) == [
         ("A", "ACME"),
         ("C", None),
         ("P-00000", None),
@@ -932,7 +930,7 @@ async def test_import_reports_hostile_rows_and_stores_none_of_them(
         {"sku": "A", "name": "x" * 201},
         {"sku": "A", "name": "x", "id": 1},
         {"sku": "A", "name": {"nested": "dict"}},
-        {"sku": "A", "name": "x", "supplier": ""},
+        {"sku": "A", "name": "x", "brand": ""},
     ]
     async with sessions.begin() as session:
         errors = await import_products(session, feed)
