@@ -626,7 +626,8 @@ def _explain_pg(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return "EXPLAIN (COSTS OFF) " + compiler.process(element.query, **kw)
 
 
-async def query_plan(session: AsyncSession, query: Select[Any]) -> list[str]:
+async def bound_plan(session: AsyncSession, query: Select[Any]) -> list[str]:
+    """The plan of the query, its parameters bound as the app binds them."""
     conn = await session.connection()
     rows = (await conn.execute(Explain(query))).all()
     return [str(row[-1]) for row in rows]  # the text column of each row
@@ -673,8 +674,8 @@ async def demo_indexes(app: FastAPI) -> None:
     async with app.state.sessions.begin() as session:
         await add_many_rows(session, 1500)
     async with app.state.sessions() as session:
-        naive = await query_plan(session, newest_in(NaiveItem))
-        fixed = await query_plan(session, newest_in(Item))
+        naive = await bound_plan(session, newest_in(NaiveItem))
+        fixed = await bound_plan(session, newest_in(Item))
     for line in naive:
         print(line)
         #> SEARCH naive_items USING INDEX ix_naive_items_status (status=?)

@@ -25,6 +25,7 @@ from snippets.filtering import (
     add_many_rows,
     add_seed_items,
     at,
+    bound_plan,
     client_for,
     create_app,
     fold,
@@ -33,7 +34,6 @@ from snippets.filtering import (
     name_contains,
     name_search_contains,
     newest_in,
-    query_plan,
     tell_story,
 )
 
@@ -397,8 +397,8 @@ async def plans(app: FastAPI) -> tuple[str, str]:
     async with app.state.sessions.begin() as session:
         await add_many_rows(session, 1500)
     async with app.state.sessions() as session:
-        naive = "\n".join(await query_plan(session, newest_in(NaiveItem)))
-        fixed = "\n".join(await query_plan(session, newest_in(Item)))
+        naive = "\n".join(await bound_plan(session, newest_in(NaiveItem)))
+        fixed = "\n".join(await bound_plan(session, newest_in(Item)))
     return naive, fixed
 
 
@@ -416,7 +416,7 @@ async def test_sqlite_substring_search_reads_every_row(sqlite_url: str):
     app = create_app(sqlite_url)
     async with app.router.lifespan_context(app), app.state.sessions() as session:
         query = select(Item).where(name_search_contains("cup"))
-        assert await query_plan(session, query) == ["SCAN items"]
+        assert await bound_plan(session, query) == ["SCAN items"]
 
 
 # --- PostgreSQL: what the page's PostgreSQL tabs show is what it prints -------
