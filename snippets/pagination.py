@@ -379,6 +379,18 @@ def filtered(category: str | None) -> Select[Item]:
 # --8<-- [end:sorts]
 
 
+# --8<-- [start:naive_null_order]
+def naive_price_page(values: Sequence[Any] | None) -> Select[Item]:
+    """The rule's after(), with the database's own NULL placement."""
+    query = select(Item).order_by(Item.price, Item.id)  # no NULLS FIRST
+    if values is not None:
+        query = query.where(after(SORTS["price"], values))
+    return query.limit(10)
+
+
+# --8<-- [end:naive_null_order]
+
+
 # --8<-- [start:offset_page]
 MAX_OFFSET = 10_000  # deeper pages: use the keyset endpoint
 

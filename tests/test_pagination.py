@@ -45,6 +45,7 @@ from snippets.pagination import (
     decode_cursor,
     encode_cursor,
     explain,
+    naive_price_page,
     page_query,
     sample_items,
     seek_after,
@@ -504,6 +505,38 @@ async def test_keyset_walk_over_nullable_keys_with_ties_never_skips_or_repeats(
             assert await keyset_walk(conn, keys, 3, backwards=True) == expected
     finally:
         await engine.dispose()
+
+
+async def walk_naive_price(client: httpx.AsyncClient) -> list[int]:
+    ids: list[int] = []
+    values = None
+    async with app_of(client).state.read_sessions() as session:
+        while True:
+            rows = (await session.scalars(naive_price_page(values))).all()
+            if not rows:
+                return ids
+            ids += [row.id for row in rows]
+            values = [rows[-1].price, rows[-1].id]
+
+
+async def test_naive_database_null_order_loses_the_null_rows_on_postgres(
+    postgres_url,
+):
+    """PostgreSQL sorts NULL above every value; after() assumes the rule."""
+    async with serve(postgres_url, rows=30) as client:
+        ids = await walk_naive_price(client)
+        rows = await all_rows(client)
+    nulls = {row["id"] for row in rows if row["price"] is None}
+    assert len(nulls) == 5
+    assert not nulls & set(ids)  # every unpriced item is lost
+    assert len(ids) == 30 - 5
+
+
+async def test_naive_database_null_order_happens_to_work_on_sqlite(sqlite_url):
+    """SQLite sorts NULL lowest by itself: the same code walks every row."""
+    async with serve(sqlite_url, rows=30) as client:
+        ids = await walk_naive_price(client)
+        assert ids == in_order(await all_rows(client), "price")
 
 
 async def test_naive_default_null_order_makes_a_keyset_walk_lose_rows_on_postgres(
