@@ -940,7 +940,7 @@ router = APIRouter()
 
 
 @router.post("/items", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
-async def post_item(body: ItemIn, session: SessionDep) -> ItemOut:
+async def create_one(body: ItemIn, session: SessionDep) -> ItemOut:
     return ItemOut.model_validate(await create_item(session, body.name))
 
 

@@ -337,23 +337,23 @@ def parse_sort(text: str) -> list[SortKey]:
     """'-price,name' -> [price descending, name ascending], or ValueError."""
     terms = text.split(",")
     if len(terms) > MAX_SORT_FIELDS:
-        raise invalid(f"{len(terms)} sort fields, at most {MAX_SORT_FIELDS}")
+        raise bad_sort(f"{len(terms)} sort fields, at most {MAX_SORT_FIELDS}")
     keys: list[SortKey] = []
     for term in terms:
         name = term.removeprefix("-")
         if not name:
-            raise invalid(f"empty sort field in {text!r}")
+            raise bad_sort(f"empty sort field in {text!r}")
         try:
             field = SortField(name)  # the whitelist: never getattr
         except ValueError:
-            raise invalid(f"unknown sort field {name!r}") from None
+            raise bad_sort(f"unknown sort field {name!r}") from None
         if any(key.field == field for key in keys):
-            raise invalid(f"sort field {name!r} given twice")
+            raise bad_sort(f"sort field {name!r} given twice")
         keys.append(SortKey(field, descending=term.startswith("-")))
     return keys
 
 
-def invalid(problem: str) -> ValueError:
+def bad_sort(problem: str) -> ValueError:
     return ValueError(f"{problem}; allowed: {ALLOWED} (- for descending)")
 
 
