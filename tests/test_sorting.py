@@ -26,6 +26,7 @@ from snippets.sorting import (
     SortField,
     SortKey,
     add_catalogue,
+    before,
     create_app,
     parse_sort,
     sort_terms,
@@ -527,6 +528,31 @@ async def test_keyset_walk_returns_every_row_once_in_order(app: FastAPI):
         for limit in (5, 7, 100):
             ids = await walk(app.state.sessions, sort, limit)
             assert ids == reference_order(rows, sort), (sort, limit)
+
+
+async def test_keyset_walk_backwards_with_before_is_the_reverse(app: FastAPI):
+    """The Pagination page's before(): the same rule read from the end, also
+    over lower(name) and a nullable price."""
+    rows = await add_many(app.state.sessions)
+    for sort in ("-price,name", "price,-name", "name,-price"):
+        terms = sort_terms(parse_sort(sort))
+        backwards = [term.reversed() for term in terms]
+        columns = [term.column for term in terms]
+        seen: list[int] = []
+        cursor = None
+        async with app.state.read_sessions() as session:
+            while True:
+                query = select(Product.id, *columns).order_by(
+                    *(term.order_by() for term in backwards)
+                )
+                if cursor is not None:
+                    query = query.where(before(terms, cursor))
+                page = (await session.execute(query.limit(7))).all()
+                if not page:
+                    break
+                seen += [row[0] for row in page]
+                cursor = tuple(page[-1][1:])
+        assert seen[::-1] == reference_order(rows, sort), sort
 
 
 async def test_keyset_last_page_has_no_cursor(sqlite_app: FastAPI):
