@@ -2,8 +2,10 @@
 
 The page is expanded with pymdownx.snippets configured exactly as in mkdocs.yml,
 so a notebook shows the code the site shows. Top-level ```python fences become
-code cells; everything else becomes markdown cells. `asyncio.run(x)` becomes
-`await x` (notebooks run inside an event loop).
+code cells, and so do the fences of a collapsed `??? info` or `??? note`
+block (the page's imports, a foundation piece copied from its home page),
+which the notebook needs to run; everything else becomes markdown cells.
+`asyncio.run(x)` becomes `await x` (notebooks run inside an event loop).
 
     python -m tools.notebooks           # write every notebook
     python -m tools.notebooks --check   # exit 1 if a committed notebook is stale
@@ -32,6 +34,7 @@ MAIN_GUARD = 'if __name__ == "__main__":'
 ADMONITION = re.compile(r'^(!!!|\?\?\?\+?) (\w+)(?: "(.*)")?\s*$')
 TAB = re.compile(r'^=== "(.*)"\s*$')
 DOWNLOAD_LINK = re.compile(r"^\[.*\]\(notebooks/.*\.ipynb\).*$")
+COLLAPSED_CODE = re.compile(r'^\?\?\?\+? (info|note) ".*"\s*$')
 
 
 def section_stems() -> list[str]:
@@ -80,12 +83,19 @@ def split_blocks(lines: list[str]) -> list[Block]:
     blocks: list[Block] = []
     text: list[str] = []
     i = 0
+    collapsed = False  # inside a `??? info` / `??? note` block
     while i < len(lines):
-        match = FENCE_OPEN.match(lines[i])
+        if COLLAPSED_CODE.match(lines[i]):
+            collapsed = True
+        elif lines[i].strip() and not lines[i].startswith("    "):
+            collapsed = False
+        indent = "    " if collapsed and lines[i].startswith("    ") else ""
+        match = FENCE_OPEN.match(lines[i].removeprefix(indent))
         if match and match.group(1) in {"python", "py"}:
-            end = lines.index("```", i + 1)
+            end = lines.index(indent + "```", i + 1)
             blocks.append(Block("markdown", text))
-            blocks.append(Block("code", lines[i + 1 : end]))
+            code = [line.removeprefix(indent) for line in lines[i + 1 : end]]
+            blocks.append(Block("code", code))
             text = []
             i = end + 1
             continue
