@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from snippets import transactions
@@ -30,7 +29,6 @@ from snippets.transactions import (
     Redemption,
     UnknownItem,
     create_app,
-    create_default_engine,
     create_engine,
     create_session_factory,
     demo_all_or_nothing,
@@ -40,13 +38,13 @@ from snippets.transactions import (
     demo_no_oversell,
     demo_no_savepoint,
     demo_price,
+    demo_returned_error,
     demo_savepoint,
     demo_sqlite_quirk,
-    on_sqlite_connect,
     outcome,
     place_order,
+    place_order_and_commit,
     place_order_naive,
-    place_order_seed_style,
     place_order_with_row_locks,
     redeem_coupon,
     redeem_coupon_without_savepoint,
@@ -163,39 +161,18 @@ async def naive_orders(sessions: Sessions, item_id: int, n: int) -> list[object]
 
 
 async def test_naive_read_check_write_oversells(database_url: str, capsys):
-    engine = create_default_engine(database_url)
-    try:
-        await demo_naive_oversell(engine)  # twenty orders for five lamps
-    finally:
-        await engine.dispose()
+    await demo_naive_oversell(database_url)  # twenty orders for five lamps
     title = "PostgreSQL" if database_url.startswith("postgresql") else None
     expected = tab(title or "SQLite, default driver")
     assert capsys.readouterr().out.splitlines() == expected
     assert expected[1:] == ["lamps sold: 20 of 5", "stock left: 4"]
 
 
-async def test_naive_order_with_a_plain_begin_fails_with_database_is_locked(
+async def test_cookbook_engine_serializes_even_the_naive_order_on_sqlite(
     sqlite_url: str,
 ):
-    """SQLite only: a deferred BEGIN, a read, then a write that cannot win."""
-    engine = create_async_engine(sqlite_url, pool_size=20)
-    event.listen(engine.sync_engine, "connect", on_sqlite_connect)
-    event.listen(engine.sync_engine, "begin", lambda c: c.exec_driver_sql("BEGIN"))
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(transactions.Base.metadata.create_all)
-        sessions = create_session_factory(engine)
-        lamp = await add(sessions, stock=5)
-        results = await naive_orders(sessions, lamp, 20)
-        assert await story(sessions, results, lamp) == tab("SQLite, BEGIN")
-        errors = {short(r) for r in results if isinstance(r, Exception)}
-        assert errors == {"(sqlite3.OperationalError) database is locked"}
-    finally:
-        await engine.dispose()
-
-
-async def test_begin_immediate_serializes_even_the_naive_order(sqlite_url: str):
-    """SQLite only: its one write lock, taken at BEGIN, covers the read too."""
+    """SQLite only: its one write lock, taken at BEGIN IMMEDIATE by the
+    cookbook's write transactions, covers the read too."""
     sessions = create_session_factory(create_engine(sqlite_url))
     engine = engine_of(sessions)
     try:
@@ -212,7 +189,7 @@ async def test_begin_immediate_serializes_even_the_naive_order(sqlite_url: str):
         results = await asyncio.gather(
             *(one() for _ in range(20)), return_exceptions=True
         )
-        expected = tab("SQLite, BEGIN IMMEDIATE")
+        expected = tab("SQLite, the cookbook's engine")
         assert await story(sessions, results, lamp) == expected
     finally:
         await engine.dispose()
@@ -298,10 +275,10 @@ async def test_data_layer_begin_works_only_before_anything_ran(sessions: Session
     async with sessions() as session:
         await session.get(Item, pen)  # autobegins
         with pytest.raises(InvalidRequestError, match="already begun"):
-            await place_order_seed_style(session, "Ann", lines_of((pen, 1)))
+            await place_order_and_commit(session, "Ann", lines_of((pen, 1)))
     assert await snapshot(sessions) == (0, 0, {pen: 3})
     async with sessions() as session:  # nothing ran yet: begin() is fine
-        await place_order_seed_style(session, "Ann", lines_of((pen, 1)))
+        await place_order_and_commit(session, "Ann", lines_of((pen, 1)))
     assert await snapshot(sessions) == (1, 1, {pen: 2})
 
 
@@ -628,6 +605,43 @@ async def test_concurrent_http_orders_never_oversell(
     assert await snapshot(sessions) == (5, 5, {desk: 0})
 
 
+# An error returned, not raised -------------------------------------------------
+
+
+async def order_that_fails_after_taking_stock(
+    client: httpx.AsyncClient, sessions: Sessions, url: str
+) -> tuple[int, int, int]:
+    """POST an order whose first line is taken and whose second fails:
+    (status, pens taken, orders stored)."""
+    pen, ink = await add(sessions, stock=10), await add(sessions, stock=1)
+    before = await snapshot(sessions)
+    body = {
+        "customer": "Ivy",
+        "lines": [{"item_id": pen, "quantity": 2}, {"item_id": ink, "quantity": 3}],
+    }
+    reply = await client.post(url, json=body)
+    after = await snapshot(sessions)
+    return reply.status_code, before[2][pen] - after[2][pen], after[0] - before[0]
+
+
+async def test_naive_returned_error_response_still_commits_the_stock_taken(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    status, taken, orders = await order_that_fails_after_taking_stock(
+        client, sessions, "/naive/orders"
+    )
+    assert (status, taken, orders) == (409, 2, 0)  # a 409, and 2 pens gone
+
+
+async def test_raised_error_rolls_back_the_stock_taken(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    status, taken, orders = await order_that_fails_after_taking_stock(
+        client, sessions, "/orders"
+    )
+    assert (status, taken, orders) == (409, 0, 0)
+
+
 def test_openapi_documents_404_and_409():
     responses = create_app("sqlite+aiosqlite://").openapi()["paths"]["/orders"]["post"]
     assert {"201", "404", "409", "422"} <= set(responses["responses"])
@@ -648,7 +662,8 @@ async def test_recipe_demos_print_the_same_on_postgres(postgres_url: str, capsys
             demo_savepoint,
             demo_no_savepoint,
         ):
-            await demo(app.state.sessions)
+            await demo(app.state.sessions, app.state.read_sessions)
+        await demo_returned_error(app)
         await demo_http(app)
     assert capsys.readouterr().out.splitlines() == printed(
         "demo_no_oversell",
@@ -657,5 +672,6 @@ async def test_recipe_demos_print_the_same_on_postgres(postgres_url: str, capsys
         "demo_price",
         "demo_savepoint",
         "demo_no_savepoint",
+        "demo_returned_error",
         "demo_http",
     )
