@@ -827,10 +827,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
+# --8<-- [start:create_order]
 @router.post("/orders", status_code=status.HTTP_201_CREATED, responses=ERRORS)
 async def create_order(body: OrderIn, session: SessionDep) -> OrderOut:
-    order = await place_order(session, body.customer, body.lines)
+    order = await place_order(session, body.customer, body.lines)  # raises
     return order_out(order)
+
+
+# --8<-- [end:create_order]
 
 
 def order_out(order: Order) -> OrderOut:

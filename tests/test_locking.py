@@ -131,6 +131,37 @@ async def test_version_check_refuses_every_write_based_on_a_stale_read(
     assert (item.stock, item.version) == (1, 2)  # every ok counted, none lost
 
 
+@UPDATES
+async def test_version_check_with_retry_keeps_every_write(
+    database_url: str, sessions: Sessions, update_fn: Update
+):
+    """10 writers, each retrying in a fresh transaction. On PostgreSQL every
+    first attempt reads before any writer writes, so conflicts happen and are
+    retried; on SQLite the write transactions begin IMMEDIATE, so a writer
+    that waited there inside its transaction would hold the lock the others
+    wait for: they run one at a time instead, and never conflict."""
+    writers = FEW_WRITERS
+    interleave = database_url.startswith("postgresql")
+    item_id = await create_item(sessions, "x")
+    everyone_has_read = asyncio.Barrier(writers)
+    attempts: list[int] = []
+
+    async def writer() -> None:
+        async def add_one(session: AsyncSession) -> None:
+            item = await get_item(session, item_id)
+            attempts.append(item.version)
+            if interleave and len(attempts) <= writers:
+                await everyone_has_read.wait()
+            await update_fn(session, item_id, item.version, {"stock": item.stock + 1})
+
+        await retry_on_conflict(sessions, add_one, attempts=writers)
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    item = await read_item_row(sessions, item_id)
+    assert (item.stock, item.version) == (writers, writers + 1)
+    assert (len(attempts) > writers) == interleave  # retried only on PostgreSQL
+
+
 async def test_atomic_update_keeps_every_write(engine: AsyncEngine, sessions: Sessions):
     """10 writers that truly overlap: on SQLite, 50 would spend seconds asleep
     in its busy handler (retries with sleeps of up to 100 ms)."""

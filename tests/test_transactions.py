@@ -24,9 +24,11 @@ from snippets.transactions import (
     Item,
     LineIn,
     Order,
+    OrderIn,
     OrderLine,
     OutOfStock,
     Redemption,
+    SessionDep,
     UnknownItem,
     create_app,
     create_engine,
@@ -486,6 +488,63 @@ async def test_catching_a_flush_error_without_savepoint_loses_the_order_silently
         assert not await redeem_coupon_without_savepoint(session, order, "WELCOME")
     assert order.id is not None  # the caller would report this order...
     assert await snapshot(sessions) == before  # ...which was never stored
+
+
+def coupon_routes(app) -> None:
+    """Two test routes: an order with a coupon, redeemed without and with a
+    savepoint, each through the request's committing SessionDep."""
+
+    @app.post("/test/orders-without-savepoint", status_code=201)
+    async def without(body: OrderIn, session: SessionDep) -> dict[str, int]:
+        order = await place_order(session, body.customer, body.lines)
+        await redeem_coupon_without_savepoint(session, order, "WELCOME")
+        return {"id": order.id}
+
+    @app.post("/test/orders-with-savepoint", status_code=201)
+    async def with_savepoint(body: OrderIn, session: SessionDep) -> dict[str, int]:
+        order = await place_order(session, body.customer, body.lines)
+        await redeem_coupon(session, order, "WELCOME")
+        return {"id": order.id}
+
+
+async def order_with_a_used_coupon(database_url: str, route: str) -> tuple[int, bool]:
+    """POST an order whose coupon was already redeemed: (status, stored?)."""
+    app = create_app(database_url)
+    coupon_routes(app)
+    async with app.router.lifespan_context(app):
+        sessions = app.state.sessions
+        pad = await add(sessions, stock=5)
+        async with sessions.begin() as session:  # the coupon is already used
+            first = await place_order(session, "Ann", lines_of((pad, 1)))
+            session.add(Redemption(code="WELCOME", order_id=first.id))
+        before = await snapshot(sessions)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = {"customer": "Bob", "lines": [{"item_id": pad, "quantity": 1}]}
+            reply = await c.post(f"/test/orders-{route}", json=body)
+        after = await snapshot(sessions)
+    if after == before:
+        return reply.status_code, False
+    assert after == (2, 2, {pad: 3})  # the order, its line, its stock
+    return reply.status_code, True
+
+
+async def test_naive_endpoint_catching_a_flush_error_answers_201_and_stores_nothing(
+    database_url: str,
+):
+    assert await order_with_a_used_coupon(database_url, "without-savepoint") == (
+        201,
+        False,
+    )
+
+
+async def test_endpoint_with_a_savepoint_answers_201_and_stores_the_order(
+    database_url: str,
+):
+    assert await order_with_a_used_coupon(database_url, "with-savepoint") == (
+        201,
+        True,
+    )
 
 
 async def test_released_savepoint_survives_a_rollback_only_on_sqlites_default(
