@@ -801,3 +801,23 @@ async def test_restock_beyond_the_integer_range_is_409_not_a_database_error(
     reply = await client.post(f"/items/{item_id}/restock", json={"amount": 1})
     assert reply.status_code == 409
     assert (await client.get(f"/items/{item_id}")).json()["stock"] == 2**31 - 1
+
+
+async def test_a_write_that_finds_the_sqlite_lock_taken_is_503_with_retry_after(
+    sqlite_url: str,
+):
+    """SQLite only: its database-wide write lock (timeout=0 in the URL: the
+    app's connections fail at once instead of waiting 5 s)."""
+    async with client_for(f"{sqlite_url}?timeout=0") as client:
+        url = await new_item_url(client)
+        holder = create_engine(sqlite_url)
+        async with holder.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            await conn.execute(update(Item).values(stock=Item.stock))
+            reply = await client.patch(
+                url, json={"stock": 1}, headers={"If-Match": '"1"'}
+            )
+        await holder.dispose()
+        assert (await client.get(url)).json()["stock"] == 10
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.json() == {"detail": "database busy: retry shortly"}

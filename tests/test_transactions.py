@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from snippets.transactions import (
     create_app,
     create_engine,
     create_session_factory,
+    database_error,
     demo_all_or_nothing,
     demo_begin,
     demo_http,
@@ -699,6 +701,20 @@ async def test_raised_error_rolls_back_the_stock_taken(
         client, sessions, "/orders"
     )
     assert (status, taken, orders) == (409, 0, 0)
+
+
+async def test_a_broken_check_constraint_is_a_422_naming_it(app, sessions: Sessions):
+    """The foundation's handler, on this page's CHECK (stock >= 0): no route
+    can break it, so the error comes from a direct UPDATE."""
+    pen = await add(sessions, stock=1)
+    with pytest.raises(IntegrityError) as caught:
+        async with sessions.begin() as session:
+            await session.execute(update(Item).where(Item.id == pen).values(stock=-1))
+    reply = await database_error(None, caught.value)  # type: ignore[arg-type]
+    assert reply.status_code == 422
+    assert json.loads(reply.body) == {
+        "detail": "ck_items_stock_not_negative: breaks a check constraint"
+    }
 
 
 def test_openapi_documents_404_and_409():
