@@ -855,7 +855,7 @@ router = APIRouter()
 
 
 @router.get("/items/{item_id}", responses=NOT_FOUND)
-async def read_item(
+async def read_item_route(
     item_id: ItemId, session: ReadSessionDep, response: Response
 ) -> ItemOut:
     item = await get_item(session, item_id)

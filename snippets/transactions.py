@@ -829,7 +829,7 @@ router = APIRouter()
 
 # --8<-- [start:create_order]
 @router.post("/orders", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-async def create_order(body: OrderIn, session: SessionDep) -> OrderOut:
+async def create_order_route(body: OrderIn, session: SessionDep) -> OrderOut:
     order = await place_order(session, body.customer, body.lines)  # raises
     return order_out(order)
 
