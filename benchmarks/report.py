@@ -185,7 +185,7 @@ def locking_notes(results: list[dict[str, Any]]) -> list[str]:
     atomic = find(sqlite, "sqlite", "atomic UPDATE")
     pooled = find(sqlite, "sqlite", "atomic UPDATE, cookbook engine, pool of 5")
     single = find(sqlite, "sqlite", "atomic UPDATE, cookbook engine, 1 connection")
-    safe = find(sqlite, "sqlite", "naive, cookbook engine, 1 connection")
+    safe = find(sqlite, "sqlite", "read-modify-write, cookbook engine, 1 connection")
     best = max(pooled["value"], single["value"])
     lines = [
         "SQLite lets one transaction write at a time, so its rates measure how",
