@@ -983,7 +983,13 @@ class Restock(BaseModel):
     amount: int = Field(ge=1, le=1_000_000)
 
 
-@router.post("/items/{item_id}/restock", responses=NOT_FOUND)
+RESTOCK_ERRORS: Responses = {
+    **NOT_FOUND,
+    409: {"description": "Still in conflict after 10 attempts, or too large"},
+}
+
+
+@router.post("/items/{item_id}/restock", responses=RESTOCK_ERRORS)
 async def restock_item(
     item_id: ItemId, body: Restock, sessions: SessionFactoryDep
 ) -> ItemOut:

@@ -680,7 +680,7 @@ async def test_openapi_documents_every_status_of_the_item_routes(sqlite_url: str
     item = paths["/items/{item_id}"]
     assert set(item["get"]["responses"]) == {"200", "404", "422"}
     restock = paths["/items/{item_id}/restock"]["post"]
-    assert set(restock["responses"]) == {"200", "404", "422"}
+    assert set(restock["responses"]) == {"200", "404", "409", "422"}
     assert set(item["patch"]["responses"]) == {
         "200",
         "404",
