@@ -209,12 +209,12 @@ class OrderError(Exception):
     """The order cannot be placed: the caller must roll back."""
 
 
-class UnknownItem(OrderError):
+class UnknownItemError(OrderError):
     def __init__(self, item_id: int) -> None:
         super().__init__(f"item {item_id} does not exist")
 
 
-class OutOfStock(OrderError):
+class OutOfStockError(OrderError):
     def __init__(self, item_id: int) -> None:
         super().__init__(f"not enough stock for item {item_id}")
 
@@ -240,9 +240,9 @@ async def place_order_naive(
     for line in lines:
         item = await session.get(Item, line.item_id)
         if item is None:
-            raise UnknownItem(line.item_id)
+            raise UnknownItemError(line.item_id)
         if item.stock < line.quantity:
-            raise OutOfStock(line.item_id)
+            raise OutOfStockError(line.item_id)
         item.stock -= line.quantity  # sent at commit: SET stock = <a number>
         order.lines.append(
             OrderLine(
@@ -370,7 +370,9 @@ async def take_stock(
     if price is not None:
         return price
     exists = await session.scalar(select(Item.id).where(Item.id == item_id))
-    raise UnknownItem(item_id) if exists is None else OutOfStock(item_id)
+    if exists is None:
+        raise UnknownItemError(item_id)
+    raise OutOfStockError(item_id)
 
 
 # --8<-- [end:place_order]
@@ -391,9 +393,9 @@ async def place_order_with_row_locks(
     items = {item.id: item for item in await session.scalars(query)}
     for item_id, quantity in wanted.items():
         if item_id not in items:
-            raise UnknownItem(item_id)
+            raise UnknownItemError(item_id)
         if items[item_id].stock < quantity:
-            raise OutOfStock(item_id)
+            raise OutOfStockError(item_id)
         items[item_id].stock -= quantity  # nobody else can change it now
     order = Order(customer=customer)
     order.lines = [
@@ -428,7 +430,7 @@ async def demo_no_oversell(sessions: Sessions, read_sessions: Sessions) -> None:
         *(buy_one_desk() for _ in range(20)), return_exceptions=True
     )
     print(Counter(map(outcome, results)))
-    #> Counter({'OutOfStock': 15, 'placed': 5})
+    #> Counter({'OutOfStockError': 15, 'placed': 5})
     print("desks sold:", await count(read_sessions, OrderLine), "of 5")
     #> desks sold: 5 of 5
     print("stock left:", await stock_of(read_sessions, desk))
@@ -488,7 +490,7 @@ async def demo_all_or_nothing(
             await place_order(
                 session, "Cy", lines
             )  # pens taken, then ink fails
-    except OutOfStock as exc:
+    except OutOfStockError as exc:
         print(exc)
         #> not enough stock for item 4
     print(
@@ -505,7 +507,7 @@ async def demo_all_or_nothing(
         async with sessions.begin() as session:
             one_ink_twice = [LineIn(item_id=ink, quantity=1)] * 2
             await place_order(session, "Cy", one_ink_twice)  # 2 wanted, 1 left
-    except OutOfStock as exc:
+    except OutOfStockError as exc:
         print(exc)
         #> not enough stock for item 4
 
@@ -854,10 +856,9 @@ def create_app(database_url: str) -> FastAPI:
     app.state.database_url = database_url
     app.include_router(router)
     app.include_router(naive_router)
-    app.add_exception_handler(
-        UnknownItem, reply_with(status.HTTP_404_NOT_FOUND)
-    )
-    app.add_exception_handler(OutOfStock, reply_with(status.HTTP_409_CONFLICT))
+    not_found, conflict = reply_with(404), reply_with(409)
+    app.add_exception_handler(UnknownItemError, not_found)
+    app.add_exception_handler(OutOfStockError, conflict)
     app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(RequestValidationError, reply_422_without_input)
     return app
@@ -899,7 +900,7 @@ async def create_order_returning_errors(
 ) -> OrderOut | JSONResponse:
     try:
         order = await place_order(session, body.customer, body.lines)
-    except OutOfStock as exc:  # answered, not raised: nothing rolls back
+    except OutOfStockError as exc:  # answered, not raised: nothing rolls back
         return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
     return order_out(order)
 

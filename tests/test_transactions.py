@@ -27,10 +27,10 @@ from snippets.transactions import (
     Order,
     OrderIn,
     OrderLine,
-    OutOfStock,
+    OutOfStockError,
     Redemption,
     SessionDep,
-    UnknownItem,
+    UnknownItemError,
     create_app,
     create_engine,
     create_session_factory,
@@ -216,8 +216,8 @@ async def test_concurrent_orders_never_oversell(sessions: Sessions):
     two_sofas = await order_concurrently(
         sessions, place_order, [lines_of((sofa, 2))] * 10
     )
-    assert one_desk == {"placed": 5, "OutOfStock": 15}
-    assert two_sofas == {"placed": 2, "OutOfStock": 8}
+    assert one_desk == {"placed": 5, "OutOfStockError": 15}
+    assert two_sofas == {"placed": 2, "OutOfStockError": 8}
     assert await snapshot(sessions) == (7, 7, {desk: 0, sofa: 1})
 
 
@@ -226,7 +226,7 @@ async def test_row_lock_variant_never_oversells(sessions: Sessions):
     outcomes = await order_concurrently(
         sessions, place_order_with_row_locks, [lines_of((desk, 1))] * 20
     )
-    assert outcomes == {"placed": 5, "OutOfStock": 15}
+    assert outcomes == {"placed": 5, "OutOfStockError": 15}
     assert await snapshot(sessions) == (5, 5, {desk: 0})
 
 
@@ -234,9 +234,9 @@ async def test_unknown_item_and_short_stock_raise_domain_errors(sessions: Sessio
     pen = await add(sessions, stock=1)
     before = await snapshot(sessions)
     for place in (place_order, place_order_with_row_locks):
-        with pytest.raises(UnknownItem, match="item 999 does not exist"):
+        with pytest.raises(UnknownItemError, match="item 999 does not exist"):
             await place_and_commit(sessions, lines_of((pen, 1), (999, 1)), place)
-        with pytest.raises(OutOfStock, match=f"not enough stock for item {pen}"):
+        with pytest.raises(OutOfStockError, match=f"not enough stock for item {pen}"):
             await place_and_commit(sessions, lines_of((pen, 2)), place)
         assert await snapshot(sessions) == before, place.__name__
 
@@ -244,7 +244,7 @@ async def test_unknown_item_and_short_stock_raise_domain_errors(sessions: Sessio
 async def test_repeated_item_is_checked_against_the_sum(sessions: Sessions):
     for place in (place_order, place_order_with_row_locks):
         ink = await add(sessions, stock=5)
-        with pytest.raises(OutOfStock):
+        with pytest.raises(OutOfStockError):
             await place_and_commit(sessions, lines_of((ink, 3), (ink, 3)), place)
         assert (await snapshot(sessions))[2][ink] == 5, place.__name__
         order = await place_and_commit(sessions, lines_of((ink, 3), (ink, 2)), place)
