@@ -968,7 +968,7 @@ async def demo_http(app: FastAPI) -> None:
 
 
 # --8<-- [start:retry_route]
-def get_session_factory(request: Request) -> Sessions:
+async def get_session_factory(request: Request) -> Sessions:
     sessions: Sessions = request.app.state.sessions
     return sessions
 
