@@ -22,14 +22,16 @@ from textwrap import dedent
 import httpx
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import SAWarning
+from sqlalchemy.exc import OperationalError, SAWarning
 
 from snippets import testing as page
 from snippets.testing import (
+    add_item,
     app_client,
     create_app,
     create_engine,
     create_read_session_factory,
+    create_session_factory,
     list_item_names,
     naive_client,
     rolled_back,
@@ -176,6 +178,43 @@ async def test_app_commits_and_rollbacks_become_savepoint_statements(
         "SAVEPOINT sa_savepoint_2",
         "ROLLBACK TO",
     ]
+
+
+async def test_sqlite_test_transaction_holds_the_write_lock(sqlite_url: str):
+    """SQLite only: its lock is per database. (timeout=0: fail at once instead
+    of waiting out the 5 s busy timeout.)"""
+    engine = create_engine(sqlite_url)
+    other = create_engine(sqlite_url, connect_args={"timeout": 0})
+    app = create_app(sqlite_url)
+    try:
+        async with app_client(app), rolled_back(engine) as sessions:
+            async with sessions.begin() as session:
+                await add_item(session, "mine")
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with create_session_factory(other).begin() as session:
+                    await add_item(session, "theirs")
+            async with create_read_session_factory(other)() as session:
+                assert await list_item_names(session) == []  # reads: not blocked
+    finally:
+        await other.dispose()
+        await engine.dispose()
+
+
+async def test_postgres_test_transaction_lets_other_writers_through(
+    postgres_url: str,
+):
+    """PostgreSQL only: row locks, so another connection writes other rows."""
+    engine = create_engine(postgres_url)
+    app = create_app(postgres_url)
+    try:
+        async with app_client(app), rolled_back(engine) as sessions:
+            async with sessions.begin() as session:
+                await add_item(session, "mine")
+            async with create_session_factory(engine).begin() as session:
+                await add_item(session, "theirs")
+        assert await names(postgres_url) == ["theirs"]
+    finally:
+        await engine.dispose()
 
 
 async def test_naive_write_only_override_hides_the_test_writes_from_reads(
