@@ -3,7 +3,8 @@
 One small test (POST an item through the API in process, then GET the list),
 run many times in a row, each time set up and torn down as a strategy does:
 a fresh database, the Testing page's rollback (its `client` fixture: an engine
-and an app per test), deleting every row, or (PostgreSQL) an empty schema.
+and an app per test; or one engine for every test, as with a session-loop
+fixture), deleting every row, or (PostgreSQL) an empty schema.
 The limit is the same test with no isolation at all: one app for every test.
 
     python -m benchmarks.testing [--quick]
@@ -61,6 +62,21 @@ async def rollback(config: Config, url: str, tests: int) -> int:
             use_sessions(app, sessions)
             passed += await body(http)
         await engine.dispose()
+    return passed
+
+
+async def rollback_one_engine(config: Config, url: str, tests: int) -> int:
+    """The rollback on one engine for every test (tests on the session loop)."""
+    passed = 0
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    for _ in range(tests):
+        app = create_app(url)
+        async with app_client(app) as http, rolled_back(engine) as sessions:
+            use_sessions(app, sessions)
+            passed += await body(http)
+    await engine.dispose()
     return passed
 
 
@@ -132,6 +148,7 @@ async def run(config: Config) -> list[Result]:
         cases: list[tuple[str, Strategy, int]] = [
             ("limit: no isolation", no_isolation, config.size(200, 5)),
             ("rollback per test (recipe)", rollback, config.size(200, 5)),
+            ("rollback per test, one engine", rollback_one_engine, config.size(200, 5)),
             ("delete rows per test", delete_rows, config.size(200, 5)),
             ("fresh database per test", fresh_database, config.size(20, 3)),
         ]

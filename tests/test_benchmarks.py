@@ -125,6 +125,7 @@ def test_testing_isolation_measures_every_strategy_and_every_test_passes(
     assert [r["case"] for r in results] == [
         "limit: no isolation",
         "rollback per test (recipe)",
+        "rollback per test, one engine",
         "delete rows per test",
         "fresh database per test",
     ]
