@@ -9,6 +9,7 @@ the tests below.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -366,6 +367,13 @@ PYTEST = [
 ]
 
 
+async def create_tables(url: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(page.Base.metadata.create_all)
+    await engine.dispose()
+
+
 def run_inner(backend: str, database_url: str, tmp_path: Path) -> InnerRun:
     """`pytest -n 2 --dist each` on INNER_FILES: each worker runs every test."""
     if backend in _RUNS:
@@ -384,6 +392,9 @@ def run_inner(backend: str, database_url: str, tmp_path: Path) -> InnerRun:
         env["TEST_DATABASE_URL"] = database_url  # the naive shared one
     else:
         env["TEST_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    # The shared table exists before the workers start: two concurrent CREATE
+    # TABLEs would collide too, but the collision shown is the rows'.
+    asyncio.run(create_tables(env["TEST_DATABASE_URL"]))
     tests = [name for name in INNER_FILES if name.startswith("test_")]
     result = subprocess.run(
         [
