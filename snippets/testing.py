@@ -285,13 +285,13 @@ class Item(Base):
 
 
 # --8<-- [start:app]
-class ItemIn(BaseModel):
+class NewItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
 
 
-async def add_item(session: AsyncSession, name: str) -> Item:
+async def insert_item(session: AsyncSession, name: str) -> Item:
     """Add an item and flush it (the request's dependency commits)."""
     item = Item(name=name)
     session.add(item)
@@ -310,8 +310,8 @@ def create_app(database_url: str) -> FastAPI:
     app.add_exception_handler(DBAPIError, database_error)
 
     @app.post("/items", status_code=status.HTTP_201_CREATED)
-    async def create_item(body: ItemIn, session: SessionDep) -> str:
-        return (await add_item(session, body.name)).name
+    async def create_item(body: NewItem, session: SessionDep) -> str:
+        return (await insert_item(session, body.name)).name
 
     @app.get("/items")
     async def list_items(session: ReadSessionDep) -> list[str]:

@@ -27,12 +27,12 @@ from sqlalchemy.exc import OperationalError, SAWarning
 
 from snippets import testing as page
 from snippets.testing import (
-    add_item,
     app_client,
     create_app,
     create_engine,
     create_read_session_factory,
     create_session_factory,
+    insert_item,
     list_item_names,
     naive_client,
     rolled_back,
@@ -190,10 +190,10 @@ async def test_sqlite_test_transaction_holds_the_write_lock(sqlite_url: str):
     try:
         async with app_client(app), rolled_back(engine) as sessions:
             async with sessions.begin() as session:
-                await add_item(session, "mine")
+                await insert_item(session, "mine")
             with pytest.raises(OperationalError, match="database is locked"):
                 async with create_session_factory(other).begin() as session:
-                    await add_item(session, "theirs")
+                    await insert_item(session, "theirs")
             async with create_read_session_factory(other)() as session:
                 assert await list_item_names(session) == []  # reads: not blocked
     finally:
@@ -210,9 +210,9 @@ async def test_postgres_test_transaction_lets_other_writers_through(
     try:
         async with app_client(app), rolled_back(engine) as sessions:
             async with sessions.begin() as session:
-                await add_item(session, "mine")
+                await insert_item(session, "mine")
             async with create_session_factory(engine).begin() as session:
-                await add_item(session, "theirs")
+                await insert_item(session, "theirs")
         assert await names(postgres_url) == ["theirs"]
     finally:
         await engine.dispose()
