@@ -5,7 +5,10 @@ Run it: python -m snippets.relationships
 
 # --8<-- [start:imports]
 import asyncio
+import gc
+import logging
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -924,6 +927,52 @@ async def demo_loading(engine: AsyncEngine, sessions: Sessions) -> None:
 # --8<-- [end:demo_loading]
 
 
+# --8<-- [start:leftovers]
+@contextmanager
+def leftovers() -> Iterator[list[str]]:
+    """What a failed implicit load reports besides its exception.
+
+    Python warns about the driver coroutine SQLAlchemy made but could not
+    await, and the pool may log the connection it had to discard. Both would
+    reach stderr later, far from their cause: collect them here instead.
+    """
+    found: list[str] = []
+    pool = logging.getLogger("sqlalchemy.pool")
+    handler = Collect(found)
+    pool.addHandler(handler)
+    pool.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            yield found
+            gc.collect()  # free the failed load's objects now
+    finally:
+        pool.removeHandler(handler)
+        pool.propagate = True
+    for warning in caught:
+        if "was never awaited" in str(warning.message):
+            found.append(str(warning.message))
+        else:  # anything else is not ours to swallow
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+            )
+
+
+class Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+# --8<-- [end:leftovers]
+
+
 # --8<-- [start:demo_server_values]
 async def demo_server_values(sessions: Sessions) -> None:
     async with sessions.begin() as session:
@@ -934,14 +983,15 @@ async def demo_server_values(sessions: Sessions) -> None:
         #> after INSERT: datetime
 
         pen = await rename_product(session, pen.id, "Blue pen")
-        try:
-            print(pen.updated_at)  # expired by the UPDATE: a lazy load
-        except SQLAlchemyError as exc:
-            print(
-                "after UPDATE:",
-                type(getattr(exc, "orig", None) or exc).__name__,
-            )
-            #> after UPDATE: MissingGreenlet
+        with leftovers():  # what the failed load leaves behind (see Sessions)
+            try:
+                print(pen.updated_at)  # expired by the UPDATE: a lazy load
+            except SQLAlchemyError as exc:
+                print(
+                    "after UPDATE:",
+                    type(getattr(exc, "orig", None) or exc).__name__,
+                )
+                #> after UPDATE: MissingGreenlet
 
         pen = await rename_product_refreshed(session, pen.id, "Red pen")
         print("refreshed:", type(pen.updated_at).__name__)
