@@ -20,7 +20,7 @@ from snippets.inventory.database import (
 from snippets.inventory.database_errors import database_error
 from snippets.inventory.errors import InventoryError
 from snippets.inventory.http_errors import inventory_error, validation_error
-from snippets.inventory.models import Base
+from snippets.inventory.migrate import upgrade_to_head
 from snippets.inventory.routers import items, orders
 from snippets.inventory.settings import Settings, load_settings
 
@@ -30,12 +30,12 @@ from snippets.inventory.settings import Settings, load_settings
 # --8<-- [start:app]
 @asynccontextmanager
 async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The foundation's lifespan, with the pool size and the soft-delete
-    filter of this service."""
+    """The foundation's lifespan, with the pool size, migrations instead of
+    create_all, and the soft-delete filter of this service."""
     settings: Settings = app.state.settings
     engine = create_engine(settings.database_url, pool_size=settings.pool_size)
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)  # only missing tables
+        await upgrade_to_head(conn)  # Alembic, on this connection
     app.state.sessions = with_soft_delete(create_session_factory(engine))
     app.state.read_sessions = with_soft_delete(
         create_read_session_factory(engine)
