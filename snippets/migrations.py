@@ -124,7 +124,7 @@ async def migrate(engine: AsyncEngine, revision: Revision) -> None:
 
 
 # --8<-- [start:naive_env]
-async def run_async_migrations(url: str) -> None:
+async def run_async_migrations_from_url(url: str) -> None:
     engine = create_engine(url)
     await migrate(engine, create_products)
     await engine.dispose()
@@ -133,7 +133,7 @@ async def run_async_migrations(url: str) -> None:
 def run_migrations_online_naive(url: str) -> None:
     # The async template's env.py, as generated: fine from the command line,
     # where no loop runs yet; called from a running app, it cannot start one.
-    return asyncio.run(run_async_migrations(url))
+    return asyncio.run(run_async_migrations_from_url(url))
 
 
 # --8<-- [end:naive_env]
