@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
+NAMES += ["testing"]
 
 
 def main() -> int:

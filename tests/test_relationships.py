@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload, lazyload, selectinload
 
 from snippets.relationships import (
     Customer,
@@ -130,6 +130,17 @@ async def test_awaitable_attrs_loads_one_relationship_on_purpose(shop: Shop):
         product = await session.get_one(Product, LAMP)
         with pytest.raises(InvalidRequestError):  # lazy="raise" still wins
             await product.awaitable_attrs.tags
+        query = (
+            select(Product)
+            .where(Product.id == LAMP)
+            .options(lazyload(Product.tags))  # a lazy load, asked for
+            .execution_options(populate_existing=True)
+        )
+        product = (await session.scalars(query)).one()
+        with counted(shop.engine) as selects:
+            tags = await product.awaitable_attrs.tags
+        assert sorted(tag.name for tag in tags) == ["desk", "sale"]
+        assert len(selects) == 1
 
 
 async def test_contains_eager_holds_only_the_matching_lines(shop: Shop):
