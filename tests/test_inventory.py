@@ -1018,6 +1018,7 @@ EXPECTED_CODES = {
     ("get", "/items"): {200, 422, 503},
     ("get", "/items/deleted"): {200, 422, 503},
     ("get", "/items/keyset"): {200, 400, 422, 503},
+    ("get", "/items/export"): {200, 422, 503},
     ("post", "/items/bulk"): {201, 400, 409, 422, 503},
     ("patch", "/items/bulk"): {200, 400, 404, 409, 422, 503},
     ("get", "/items/{item_id}"): {200, 304, 404, 422, 503},

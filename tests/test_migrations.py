@@ -173,7 +173,7 @@ pytestmark = [
     ),
 ]
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
-TABLES = {"items", "orders", "order_lines"}
+TABLES = {"items", "orders", "order_lines", "idempotency_keys"}
 
 
 def current_revision(conn: Connection) -> str | None:

@@ -307,6 +307,8 @@ PAGE_SPECIFIC = {
     "BadCursor",  # the reference API's vs pagination's
     # A page's own app: its routes are its demonstration.
     "create_app",  # each page wires its own routes and handlers
+    "upgrade",  # each Alembic revision's own steps
+    "downgrade",  # and their undoing
     "create_order_route",  # transactions' and relationships' own POST /orders
     # Story helpers: they shape what their page prints.
     "short",  # how much of an error message a page shows

@@ -5,6 +5,7 @@ Run it: python -m snippets.inventory
 
 # --8<-- [start:tour_imports]
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,46 @@ async def demo_hostile(client: httpx.AsyncClient) -> None:
 # --8<-- [end:demo_hostile]
 
 
+# --8<-- [start:demo_replay]
+async def demo_replay(client: httpx.AsyncClient) -> None:
+    order = {"customer": "Cy", "lines": [{"item_id": 1, "quantity": 1}]}
+    key = {"Idempotency-Key": "cy-2026-01-05-1"}
+    for _ in range(2):  # the answer was lost: the client sends it again
+        reply = await client.post("/orders", json=order, headers=key)
+        print(reply.status_code, pick(reply.json(), "id", "total"))
+        #> 201 {'id': 2, 'total': '15.00'}
+        #> 201 {'id': 2, 'total': '15.00'}
+    other = {**order, "customer": "Dee"}
+    reply = await client.post("/orders", json=other, headers=key)
+    print(reply.status_code, problems(reply))
+    #> 422 ['header.Idempotency-Key']
+    print((await client.get("/items/1")).json()["stock"])  # taken once
+    #> 5
+
+
+# --8<-- [end:demo_replay]
+
+
+# --8<-- [start:demo_export]
+async def demo_export(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/items/export", params={"category": "kitchen"})
+    lines = reply.text.splitlines()
+    print(reply.headers["content-type"], len(lines), "lines")
+    #> text/csv; charset=utf-8 2 lines
+    print(lines[0])
+    #> id,name,category,status,price,stock,version,created_at,updated_at
+    params = {"format": "ndjson", "q": "mug"}
+    reply = await client.get("/items/export", params=params)
+    print(reply.headers["content-type"])
+    #> application/x-ndjson
+    for line in reply.text.splitlines():
+        print(pick(json.loads(line), "id", "name", "price", "stock"))
+        #> {'id': 1, 'name': 'Blue mug', 'price': '15.00', 'stock': 5}
+
+
+# --8<-- [end:demo_export]
+
+
 # --8<-- [start:main]
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -321,6 +362,8 @@ async def main() -> None:
                 await demo_orders(client)
                 await demo_trash(client)
                 await demo_hostile(client)
+                await demo_replay(client)
+                await demo_export(client)
 
 
 if __name__ == "__main__":

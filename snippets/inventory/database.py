@@ -116,3 +116,20 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 # --8<-- [end:dependency]
+
+
+# --8<-- [start:session_factory]
+async def get_session_factory(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+async def get_read_session_factory(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.read_sessions
+    return sessions
+
+
+# For work that opens its own sessions: a background task, a stream.
+SessionFactoryDep = Annotated[Sessions, Depends(get_session_factory)]
+ReadSessionFactoryDep = Annotated[Sessions, Depends(get_read_session_factory)]
+# --8<-- [end:session_factory]

@@ -64,6 +64,13 @@ class OrderNotFoundError(InventoryError):
         super().__init__(f"unknown order: {order_id}")
 
 
+class KeyMismatchError(InventoryError):
+    """This Idempotency-Key was sent before with another body."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was used with another body")
+
+
 class BadCursorError(InventoryError):
     """The cursor is empty, altered, or made for another query."""
 

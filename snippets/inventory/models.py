@@ -1,11 +1,14 @@
-"""Tables: items (soft-deleted, versioned), orders and their lines."""
+"""Tables: items (soft-deleted, versioned), orders and their lines, and the
+idempotency keys of POST /orders."""
 
 # --8<-- [start:imports]
 import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -185,3 +188,19 @@ class OrderLine(Base):
 
 
 # --8<-- [end:order]
+
+
+# --8<-- [start:idempotency_key]
+class IdempotencyKey(Base):
+    """A request that ran: its key, what it asked, what it was answered."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the body
+    status_code: Mapped[int | None]  # set in the same transaction
+    body: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# --8<-- [end:idempotency_key]

@@ -17,9 +17,14 @@ from fastapi import (
     Response,
     status,
 )
+from fastapi.responses import StreamingResponse
 
 from snippets.inventory import crud
-from snippets.inventory.database import ReadSessionDep, SessionDep
+from snippets.inventory.database import (
+    ReadSessionDep,
+    ReadSessionFactoryDep,
+    SessionDep,
+)
 from snippets.inventory.errors import (
     BadCursorError,
     ItemNotFoundError,
@@ -27,6 +32,11 @@ from snippets.inventory.errors import (
     NotInTrashError,
     StaleItemsError,
     VersionMismatchError,
+)
+from snippets.inventory.export import (
+    MEDIA_TYPES,
+    Format,
+    export_item_lines,
 )
 from snippets.inventory.http_errors import (
     ETAG,
@@ -269,6 +279,44 @@ async def list_items_keyset(
 
 
 # --8<-- [end:keyset_route]
+
+
+# --8<-- [start:export_route]
+# Declared before /{item_id}: "export" is not an id.
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Every matching live item, in id order, streamed",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        **documented(codes={422: INVALID}),
+    },
+    summary="Export live items as CSV or NDJSON, streamed",
+)
+async def export_items(
+    *,
+    read_sessions: ReadSessionFactoryDep,
+    filters: Filters,
+    fmt: Annotated[
+        Format,
+        Query(
+            alias="format",
+            description="`csv` (a header row, then one row per item) or"
+            " `ndjson` (one item per line, as `GET /items/{id}` has it)",
+            examples=["ndjson"],
+        ),
+    ] = "csv",
+) -> StreamingResponse:
+    lines = export_item_lines(read_sessions, fmt, filters)
+    return StreamingResponse(lines, media_type=MEDIA_TYPES[fmt])
+
+
+# --8<-- [end:export_route]
 
 
 # --8<-- [start:create]
