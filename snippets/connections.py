@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 import httpx
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -452,67 +452,104 @@ class ShipmentOut(BaseModel):
     tracking: str
 
 
+router = APIRouter()
+
+
+@router.get("/items/{item_id}")
+async def read_item(item_id: int, session: ReadSessionDep) -> ItemOut:
+    item = await get_item(session, item_id)
+    if item is None:
+        raise HTTPException(404, "no such item")
+    return ItemOut.model_validate(item, from_attributes=True)
+
+
+@router.get("/retried/items/{item_id}")
+async def read_item_retried(
+    item_id: int, sessions: ReadSessionFactoryDep
+) -> ItemOut:
+    item = await read_once_more(sessions, lambda s: get_item(s, item_id))
+    if item is None:
+        raise HTTPException(404, "no such item")
+    return ItemOut.model_validate(item, from_attributes=True)
+
+
+@router.get("/worker")
+async def worker() -> dict[str, int]:
+    return {"pid": os.getpid()}  # which process answered
+
+
+# --8<-- [end:app]
+
+
+# --8<-- [start:ship_naive]
+@router.post("/naive/items/{item_id}/ship", status_code=201)
+async def ship_naive(
+    item_id: int, session: SessionDep, carrier: CarrierDep
+) -> ShipmentOut:
+    if not await reserve_item(session, item_id):
+        raise HTTPException(409, "out of stock")
+    tracking = await carrier(item_id)  # the connection waits with us
+    shipment = await record_shipment(session, item_id, tracking)
+    return ShipmentOut.model_validate(shipment, from_attributes=True)
+
+
+# --8<-- [end:ship_naive]
+
+
+# --8<-- [start:ship]
+@router.post("/items/{item_id}/ship", status_code=201)
+async def ship(
+    item_id: int, sessions: SessionFactoryDep, carrier: CarrierDep
+) -> ShipmentOut:
+    async with sessions.begin() as session:  # commit: connection back
+        if not await reserve_item(session, item_id):
+            raise HTTPException(409, "out of stock")
+    try:
+        tracking = await carrier(item_id)  # no connection held
+    except Exception:
+        async with sessions.begin() as session:  # undo the reservation
+            await release_item(session, item_id)
+        raise
+    async with sessions.begin() as session:
+        shipment = await record_shipment(session, item_id, tracking)
+    return ShipmentOut.model_validate(shipment, from_attributes=True)
+
+
+# --8<-- [end:ship]
+
+
+# --8<-- [start:create_app]
 def create_app(
     database_url: str, *, handlers: bool = True, **engine_options: Any
 ) -> FastAPI:
+    """engine_options go to create_engine: SQLAlchemy's defaults otherwise."""
     app = FastAPI(lifespan=pooled_lifespan)
     app.state.database_url = database_url
     app.state.engine_options = engine_options
     app.state.carrier = instant_carrier
+    app.include_router(router)
     if handlers:  # handlers=False: the naive app, for the demos
         add_fault_handlers(app)
-
-    @app.get("/items/{item_id}")
-    async def read_item(item_id: int, session: ReadSessionDep) -> ItemOut:
-        item = await get_item(session, item_id)
-        if item is None:
-            raise HTTPException(404, "no such item")
-        return ItemOut.model_validate(item, from_attributes=True)
-
-    @app.get("/retried/items/{item_id}")
-    async def read_item_retried(
-        item_id: int, sessions: ReadSessionFactoryDep
-    ) -> ItemOut:
-        item = await read_once_more(sessions, lambda s: get_item(s, item_id))
-        if item is None:
-            raise HTTPException(404, "no such item")
-        return ItemOut.model_validate(item, from_attributes=True)
-
-    @app.post("/naive/items/{item_id}/ship", status_code=201)
-    async def ship_naive(
-        item_id: int, session: SessionDep, carrier: CarrierDep
-    ) -> ShipmentOut:
-        if not await reserve_item(session, item_id):
-            raise HTTPException(409, "out of stock")
-        tracking = await carrier(item_id)  # the connection waits with us
-        shipment = await record_shipment(session, item_id, tracking)
-        return ShipmentOut.model_validate(shipment, from_attributes=True)
-
-    @app.post("/items/{item_id}/ship", status_code=201)
-    async def ship(
-        item_id: int, sessions: SessionFactoryDep, carrier: CarrierDep
-    ) -> ShipmentOut:
-        async with sessions.begin() as session:  # commit: connection back
-            if not await reserve_item(session, item_id):
-                raise HTTPException(409, "out of stock")
-        try:
-            tracking = await carrier(item_id)  # no connection held
-        except Exception:
-            async with sessions.begin() as session:  # undo the reservation
-                await release_item(session, item_id)
-            raise
-        async with sessions.begin() as session:
-            shipment = await record_shipment(session, item_id, tracking)
-        return ShipmentOut.model_validate(shipment, from_attributes=True)
-
-    @app.get("/worker")
-    async def worker() -> dict[str, int]:
-        return {"pid": os.getpid()}  # which process answered
-
     return app
 
 
-# --8<-- [end:app]
+# --8<-- [end:create_app]
+
+
+# --8<-- [start:production]
+def create_production_app(database_url: str) -> FastAPI:
+    """The options this page argues for; the sizes come from the pool math."""
+    return create_app(
+        database_url,
+        pool_size=10,
+        max_overflow=0,  # a hard bound keeps the pool math true
+        pool_timeout=5,  # a 503 after 5 s rather than a 500 after 30
+        pool_pre_ping=True,  # replace connections a restart killed
+        pool_recycle=1800,  # and ones a proxy may drop while idle
+    )
+
+
+# --8<-- [end:production]
 
 
 # --8<-- [start:timeouts]
@@ -582,8 +619,10 @@ def demo_pool_math() -> None:
     print("4 workers, defaults:", connections_needed(4, 5, 10))
     #> 4 workers, defaults: 60
     # > 4 workers, defaults: 60
+    # > 4 workers, defaults: 60
     print("8 workers, pool 20:", connections_needed(8, 20, 0))
     #> 8 workers, pool 20: 160
+    # > 8 workers, pool 20: 160
     # > 8 workers, pool 20: 160
 
 
@@ -640,6 +679,7 @@ async def demo_pool(url: str) -> None:
         print("naive: read", read, "while shipping; ship", shipped)
         #> naive: read 500 while shipping; ship 201
         # > naive: read 500 while shipping; ship 201
+        # > naive: read 500 while shipping; ship 201
 
     fixed = create_app(url, **ONE_CONNECTION)
     async with pooled_lifespan(fixed):
@@ -647,9 +687,11 @@ async def demo_pool(url: str) -> None:
         print("handled: read", read, "while shipping; ship", shipped)
         #> handled: read 503 while shipping; ship 201
         # > handled: read 503 while shipping; ship 201
+        # > handled: read 503 while shipping; ship 201
         read, shipped = await ship_and_read(fixed, "/items/1/ship")
         print("recipe: read", read, "while shipping; ship", shipped)
         #> recipe: read 200 while shipping; ship 201
+        # > recipe: read 200 while shipping; ship 201
         # > recipe: read 200 while shipping; ship 201
 
 
@@ -677,6 +719,8 @@ async def demo_refused(url: str) -> None:
         print(reply.status_code, reply.headers.get("Retry-After"))
         #> 500 None
         #> 503 1
+        # > 500 None
+        # > 503 1
     # > 500 None
     # > 503 1
 

@@ -116,3 +116,12 @@ def test_the_performance_page_is_generated_from_the_committed_results():
     for plot in ("bulk_insert", "pagination"):
         assert (ROOT / "docs" / "assets" / "performance" / f"{plot}.png").is_file()
     assert set(report.load()) == set(NAMES), "run `make bench`: results missing"
+
+
+def test_workers_measures_the_reads_with_one_and_two_workers(quick_results):
+    results = quick_results["workers"]["results"]
+    assert {r["params"]["workers"] for r in results} == {1, 2}
+    assert {r["case"] for r in results} == {
+        "GET /items/{id}, 1 worker",
+        "GET /items/{id}, 2 workers",
+    }
