@@ -9,15 +9,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-NAMES = [
-    "bulk_insert",
-    "pagination",
-    "filter_sort",
-    "locking",
-    "api",
-    "read_layers",
-    "workers",
-]
+NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
+NAMES += ["testing"]
+NAMES += ["workers"]
 
 
 def main() -> int:

@@ -456,7 +456,7 @@ router = APIRouter()
 
 
 @router.get("/items/{item_id}")
-async def read_item(item_id: int, session: ReadSessionDep) -> ItemOut:
+async def read_one_item(item_id: int, session: ReadSessionDep) -> ItemOut:
     item = await get_item(session, item_id)
     if item is None:
         raise HTTPException(404, "no such item")
@@ -618,19 +618,15 @@ def demo_pool_math() -> None:
     # SQLAlchemy's defaults: pool_size=5, max_overflow=10.
     print("4 workers, defaults:", connections_needed(4, 5, 10))
     #> 4 workers, defaults: 60
-    # > 4 workers, defaults: 60
-    # > 4 workers, defaults: 60
     print("8 workers, pool 20:", connections_needed(8, 20, 0))
     #> 8 workers, pool 20: 160
-    # > 8 workers, pool 20: 160
-    # > 8 workers, pool 20: 160
 
 
 # --8<-- [end:demo_pool_math]
 
 
 # --8<-- [start:demo_client]
-def client(app: FastAPI) -> httpx.AsyncClient:
+def client_for(app: FastAPI) -> httpx.AsyncClient:
     # raise_app_exceptions=False: an unhandled error is a 500, as in uvicorn.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://test")
@@ -646,7 +642,7 @@ async def ship_and_read(app: FastAPI, ship_path: str) -> tuple[int, int]:
         return f"TRACK-{item_id}"
 
     app.state.carrier = slow_carrier
-    async with client(app) as http:
+    async with client_for(app) as http:
         shipping = asyncio.create_task(http.post(ship_path))
         await called.wait()  # the carrier call is in flight
         read = await http.get("/items/1")
@@ -678,21 +674,15 @@ async def demo_pool(url: str) -> None:
         read, shipped = await ship_and_read(naive, "/naive/items/1/ship")
         print("naive: read", read, "while shipping; ship", shipped)
         #> naive: read 500 while shipping; ship 201
-        # > naive: read 500 while shipping; ship 201
-        # > naive: read 500 while shipping; ship 201
 
     fixed = create_app(url, **ONE_CONNECTION)
     async with pooled_lifespan(fixed):
         read, shipped = await ship_and_read(fixed, "/naive/items/1/ship")
         print("handled: read", read, "while shipping; ship", shipped)
         #> handled: read 503 while shipping; ship 201
-        # > handled: read 503 while shipping; ship 201
-        # > handled: read 503 while shipping; ship 201
         read, shipped = await ship_and_read(fixed, "/items/1/ship")
         print("recipe: read", read, "while shipping; ship", shipped)
         #> recipe: read 200 while shipping; ship 201
-        # > recipe: read 200 while shipping; ship 201
-        # > recipe: read 200 while shipping; ship 201
 
 
 # --8<-- [end:demo_pool]
@@ -713,16 +703,12 @@ async def demo_refused(url: str) -> None:
         async with pooled_lifespan(app):
             engine = create_engine(down)
             app.state.read_sessions = create_read_session_factory(engine)
-            async with client(app) as http:
+            async with client_for(app) as http:
                 reply = await http.get("/items/1")
             await engine.dispose()
         print(reply.status_code, reply.headers.get("Retry-After"))
         #> 500 None
         #> 503 1
-        # > 500 None
-        # > 503 1
-    # > 500 None
-    # > 503 1
 
 
 # --8<-- [end:demo_refused]

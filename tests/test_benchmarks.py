@@ -118,6 +118,22 @@ def test_the_performance_page_is_generated_from_the_committed_results():
     assert set(report.load()) == set(NAMES), "run `make bench`: results missing"
 
 
+def test_testing_isolation_measures_every_strategy_and_every_test_passes(
+    quick_results,
+):
+    results = quick_results["testing"]["results"]
+    assert [r["case"] for r in results] == [
+        "limit: no isolation",
+        "rollback per test (recipe)",
+        "rollback per test, one engine",
+        "delete rows per test",
+        "fresh database per test",
+    ]
+    for result in results:
+        tests = result["params"]["tests"]
+        assert result["params"]["passed"] == [tests] * len(result["runs"])
+
+
 def test_workers_measures_the_reads_with_one_and_two_workers(quick_results):
     results = quick_results["workers"]["results"]
     assert {r["params"]["workers"] for r in results} == {1, 2}

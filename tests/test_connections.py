@@ -29,7 +29,7 @@ from snippets.connections import (
     ONE_CONNECTION,
     Item,
     Shipment,
-    client,
+    client_for,
     closed_port,
     connections_needed,
     create_app,
@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with pooled_lifespan(app), client(app) as http:
+    async with pooled_lifespan(app), client_for(app) as http:
         yield http
 
 

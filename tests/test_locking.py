@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from snippets import locking
 from snippets.locking import (
     FEW_WRITERS,
     WRITERS,
@@ -24,16 +26,17 @@ from snippets.locking import (
     Update,
     VersionConflictError,
     add_one_locked,
-    add_one_naive,
     add_stock_atomic,
     atomic_writer,
-    begin_immediate,
     checked_writer,
     create_app,
     create_counter,
+    create_default_engine,
     create_engine,
     create_item,
+    create_read_session_factory,
     create_session_factory,
+    demo_for_update,
     get_item,
     locked_writer,
     naive_writer,
@@ -42,7 +45,6 @@ from snippets.locking import (
     read_item_row,
     recorded_sql,
     retry_on_conflict,
-    retrying_writer,
     update_item,
     update_item_cas,
     update_item_naive_cas,
@@ -74,12 +76,26 @@ def sessions(engine: AsyncEngine) -> Sessions:
     return create_session_factory(engine)
 
 
+@pytest.fixture
+def read_sessions(engine: AsyncEngine) -> Sessions:
+    return create_read_session_factory(engine)
+
+
+@pytest.fixture
+async def default_sessions(engine: AsyncEngine) -> AsyncIterator[Sessions]:
+    """Sessions on the engine most tutorials write (tables already created)."""
+    default = create_default_engine(engine.url, pool_size=WRITERS)
+    yield create_session_factory(default)
+    await default.dispose()
+
+
 # --- the lost update -------------------------------------------------------
 
 
 async def test_naive_update_loses_49_of_50_writes_and_reports_none(
-    sessions: Sessions,
+    default_sessions: Sessions,
 ):
+    sessions = default_sessions
     counter_id = await create_counter(sessions)
     outcomes: list[str] = []
     await race(naive_writer(sessions, counter_id, outcomes))
@@ -87,29 +103,63 @@ async def test_naive_update_loses_49_of_50_writes_and_reports_none(
     assert await read_counter(sessions, counter_id) == 1
 
 
+async def test_naive_update_loses_writes_on_postgres_with_the_cookbook_engine(
+    postgres_url: str,
+):
+    """PostgreSQL only: on SQLite the cookbook's write transactions begin
+    IMMEDIATE and serialize this code (see the SQLite tests below)."""
+    engine = await tables(postgres_url)
+    sessions = create_session_factory(engine)
+    counter_id = await create_counter(sessions)
+    outcomes: list[str] = []
+    await race(naive_writer(sessions, counter_id, outcomes))
+    assert outcomes == ["ok"] * WRITERS
+    assert await read_counter(sessions, counter_id) == 1
+    await engine.dispose()
+
+
 @UPDATES
 async def test_version_check_refuses_every_write_based_on_a_stale_read(
-    sessions: Sessions, update_fn: Update
+    sessions: Sessions, read_sessions: Sessions, update_fn: Update
 ):
     item_id = await create_item(sessions, "x")
     outcomes: list[str] = []
-    await race(checked_writer(sessions, item_id, update_fn, outcomes))
-    assert sorted(outcomes) == ["conflict"] * (WRITERS - 1) + ["ok"]
+    writer = checked_writer(sessions, read_sessions, item_id, update_fn, outcomes)
+    await race(writer)
+    assert sorted(outcomes) == ["VersionConflictError"] * (WRITERS - 1) + ["ok"]
     item = await read_item_row(sessions, item_id)
     assert (item.stock, item.version) == (1, 2)  # every ok counted, none lost
 
 
 @UPDATES
 async def test_version_check_with_retry_keeps_every_write(
-    sessions: Sessions, update_fn: Update
+    database_url: str, sessions: Sessions, update_fn: Update
 ):
-    """10 writers: a retry loop on a 50-way hot spot needs up to 1,275
-    attempts (each failure is another writer's success), seconds of work."""
+    """10 writers, each retrying in a fresh transaction. On PostgreSQL every
+    first attempt reads before any writer writes, so conflicts happen and are
+    retried; on SQLite the write transactions begin IMMEDIATE, so a writer
+    that waited there inside its transaction would hold the lock the others
+    wait for: they run one at a time instead, and never conflict."""
     writers = FEW_WRITERS
+    interleave = database_url.startswith("postgresql")
     item_id = await create_item(sessions, "x")
-    await race(retrying_writer(sessions, item_id, update_fn, writers), writers)
+    everyone_has_read = asyncio.Barrier(writers)
+    attempts: list[int] = []
+
+    async def writer() -> None:
+        async def add_one(session: AsyncSession) -> None:
+            item = await get_item(session, item_id)
+            attempts.append(item.version)
+            if interleave and len(attempts) <= writers:
+                await everyone_has_read.wait()
+            await update_fn(session, item_id, item.version, {"stock": item.stock + 1})
+
+        await retry_on_conflict(sessions, add_one, attempts=writers)
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
     item = await read_item_row(sessions, item_id)
     assert (item.stock, item.version) == (writers, writers + 1)
+    assert (len(attempts) > writers) == interleave  # retried only on PostgreSQL
 
 
 async def test_atomic_update_keeps_every_write(engine: AsyncEngine, sessions: Sessions):
@@ -191,8 +241,11 @@ async def test_update_refuses_to_write_the_version_or_the_id(
 
 
 async def test_version_id_col_catches_a_write_between_read_and_flush(
-    sessions: Sessions,
+    default_sessions: Sessions,
 ):
+    """On the default engine, whose read takes no lock on either database:
+    the cookbook's SQLite write transaction would make `fast` wait instead."""
+    sessions = default_sessions
     item_id = await create_item(sessions, "lamp")
     async with sessions() as slow:
         loaded = await slow.get(Item, item_id)  # at version 1, kept in slow
@@ -317,26 +370,49 @@ async def test_for_update_makes_the_next_locker_wait_on_postgres(
 
 
 async def test_for_update_is_silently_dropped_on_sqlite(sqlite_url: str):
-    """SQLite only: it ignores FOR UPDATE, so the naive race still loses."""
+    """SQLite only: it ignores FOR UPDATE, so on the default engine the
+    naive race still loses every write but one."""
     engine = await tables(sqlite_url)
-    sessions = create_session_factory(engine)
+    default = create_default_engine(sqlite_url, pool_size=WRITERS)
+    sessions = create_session_factory(default)
     counter_id = await create_counter(sessions)
     outcomes: list[str] = []
-    with recorded_sql(engine) as sql:
+    with recorded_sql(default) as sql:
         writer = naive_writer(sessions, counter_id, outcomes, add_one_locked)
         await race(writer, FEW_WRITERS)
+    assert [s for s in sql if s.startswith("SELECT")]
     assert not [s for s in sql if "FOR UPDATE" in s]
     assert outcomes == ["ok"] * FEW_WRITERS
     assert await read_counter(sessions, counter_id) == 1
+    await default.dispose()
     await engine.dispose()
+
+
+def page_tab(title: str) -> list[str]:
+    """The text block in the locking page's tab of that title."""
+    page = (Path(__file__).parent.parent / "docs" / "locking.md").read_text()
+    block = page.split(f'=== "{title}"\n')[1].split("```text\n", 1)[1]
+    return [line.strip() for line in block.split("```", 1)[0].strip().splitlines()]
+
+
+async def test_for_update_reaches_postgres_and_not_sqlite(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+):
+    """What each database receives, as the page shows it in two tabs."""
+    engine = await tables(database_url)
+    await demo_for_update(engine)
+    await engine.dispose()
+    out = capsys.readouterr().out.splitlines()
+    on_postgres = database_url.startswith("postgresql")
+    assert out == page_tab("PostgreSQL receives" if on_postgres else "SQLite receives")
+    assert any("FOR UPDATE" in line for line in out) == on_postgres
 
 
 async def write_without_waiting(url: str) -> str:
     """Try one write on a connection that will not wait for the lock."""
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args={"timeout": 0})
     try:
         async with engine.connect() as conn:
-            await conn.exec_driver_sql("PRAGMA busy_timeout = 0")
             await conn.execute(update(Counter).values(value=Counter.value + 1))
             await conn.commit()
             return "written"
@@ -375,56 +451,28 @@ async def test_a_refused_update_holds_the_sqlite_write_lock_until_rollback(
     await engine.dispose()
 
 
-@pytest.mark.parametrize("immediate", [True, False], ids=["immediate", "deferred"])
-async def test_begin_immediate_takes_the_write_lock_at_the_first_read(
-    sqlite_url: str, immediate: bool
+@pytest.mark.parametrize("kind", ["write", "read"])
+async def test_write_sessions_take_the_lock_at_the_first_read_and_read_sessions_never(
+    sqlite_url: str, kind: str
 ):
-    """SQLite only: BEGIN IMMEDIATE is SQLite syntax; without it, a read
-    takes no write lock and another writer gets through."""
+    """SQLite only: the foundation's BEGIN IMMEDIATE for writes, a deferred
+    BEGIN for reads (PostgreSQL has row locks and no such choice)."""
     engine = await tables(sqlite_url)
-    if immediate:
-        engine = begin_immediate(engine)
-    sessions = create_session_factory(engine)
-    counter_id = await create_counter(sessions)
+    factory = create_session_factory if kind == "write" else create_read_session_factory
+    sessions = factory(engine)
+    counter_id = await create_counter(create_session_factory(engine))
     async with sessions() as session:
         await session.get(Counter, counter_id)  # only a read so far
-        expected = "database is locked" if immediate else "written"
+        expected = "database is locked" if kind == "write" else "written"
         assert await write_without_waiting(sqlite_url) == expected
     await engine.dispose()
 
 
-async def test_deferred_begin_fails_the_second_writer_even_after_the_first_commits(
-    sqlite_url: str,
-):
-    """SQLite only: with a plain BEGIN, a transaction that read before another
-    one committed a write cannot write any more: waiting would not help."""
+async def test_write_transactions_keep_every_naive_write_on_sqlite(sqlite_url: str):
+    """SQLite only: the cookbook's write transactions begin IMMEDIATE, so the
+    naive read-modify-write runs one at a time. 10 writers: each waits for
+    the lock in SQLite's sleeping busy handler."""
     engine = await tables(sqlite_url)
-    sessions = create_session_factory(engine)
-    counter_id = await create_counter(sessions)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def no_implicit_begin(conn: Any, _: Any) -> None:
-        conn.isolation_level = None
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def deferred_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    await engine.dispose()  # reconnect with the listeners
-    async with sessions() as first, sessions() as second:
-        await add_one_naive(first, counter_id)  # both read 0 ...
-        await add_one_naive(second, counter_id)
-        await first.commit()  # ... the first writes 1 and releases the lock
-        with pytest.raises(OperationalError, match="database is locked"):
-            await second.commit()
-    assert await read_counter(sessions, counter_id) == 1
-    await engine.dispose()
-
-
-async def test_begin_immediate_keeps_every_naive_write(sqlite_url: str):
-    """SQLite only: the aiosqlite recipe from the SQLAlchemy docs. 10 writers:
-    each waits for the lock in SQLite's sleeping busy handler."""
-    engine = begin_immediate(await tables(sqlite_url))
     sessions = create_session_factory(engine)
     counter_id = await create_counter(sessions)
     with recorded_sql(engine) as sql:
@@ -631,6 +679,8 @@ async def test_openapi_documents_every_status_of_the_item_routes(sqlite_url: str
         paths = (await client.get("/openapi.json")).json()["paths"]
     item = paths["/items/{item_id}"]
     assert set(item["get"]["responses"]) == {"200", "404", "422"}
+    restock = paths["/items/{item_id}/restock"]["post"]
+    assert set(restock["responses"]) == {"200", "404", "409", "422"}
     assert set(item["patch"]["responses"]) == {
         "200",
         "404",
@@ -639,3 +689,135 @@ async def test_openapi_documents_every_status_of_the_item_routes(sqlite_url: str
         "422",
         "428",
     }
+
+
+async def test_patch_schema_allows_no_null(sqlite_url: str):
+    """The schema is the same on both backends: a generated client must not
+    be told that null is allowed, since the server answers it with 422."""
+    async with client_for(sqlite_url) as client:
+        schema = (await client.get("/openapi.json")).json()
+    fields = schema["components"]["schemas"]["ItemPatch"]["properties"]
+    assert set(fields) == {"name", "stock", "version"}
+    for name, field in fields.items():
+        assert "anyOf" not in field, name
+        assert field["type"] in {"string", "integer"}, name
+        assert "default" not in field, name
+
+
+async def test_get_takes_no_write_lock_on_sqlite(sqlite_url: str):
+    """SQLite only: GET reads through ReadSessionDep (a deferred BEGIN), so
+    it answers while a writer holds the database's one write lock."""
+    async with client_for(sqlite_url) as client:
+        url = await new_item_url(client)
+        holder = create_engine(sqlite_url)
+        async with holder.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            await conn.execute(update(Item).values(stock=Item.stock))
+            reply = await client.get(url)
+        await holder.dispose()
+    assert (reply.status_code, reply.json()["stock"]) == (200, 10)
+
+
+# --- an endpoint that retries ----------------------------------------------
+
+
+def read_first_then_write(monkeypatch: pytest.MonkeyPatch, writers: int) -> list[int]:
+    """Make the first `writers` reads of the item wait until all have read,
+    so every first attempt writes on a stale version; returns a list that
+    grows by one per read (one read per attempt)."""
+    real_get_item = locking.get_item
+    everyone_has_read = asyncio.Barrier(writers)
+    reads: list[int] = []
+
+    async def get_item(session: AsyncSession, item_id: int) -> Item:
+        item = await real_get_item(session, item_id)
+        reads.append(item.version)
+        if len(reads) <= writers:
+            await everyone_has_read.wait()
+        return item
+
+    monkeypatch.setattr(locking, "get_item", get_item)
+    return reads
+
+
+async def restock_concurrently(
+    client: httpx.AsyncClient, url: str, requests: int
+) -> list[int]:
+    replies = await asyncio.gather(
+        *(client.post(f"{url}/restock", json={"amount": 1}) for _ in range(requests))
+    )
+    return sorted(reply.status_code for reply in replies)
+
+
+async def test_restock_endpoint_keeps_every_update_under_concurrent_requests(
+    client: httpx.AsyncClient, item_url: str
+):
+    statuses = await restock_concurrently(client, item_url, FEW_WRITERS)
+    assert statuses == [200] * FEW_WRITERS
+    final = (await client.get(item_url)).json()
+    assert (final["stock"], final["version"]) == (10 + FEW_WRITERS, 1 + FEW_WRITERS)
+
+
+async def test_restock_endpoint_retries_every_conflict_on_postgres(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """PostgreSQL only: on SQLite the write transaction begins IMMEDIATE, so
+    a request cannot read before another one commits and never conflicts."""
+    reads = read_first_then_write(monkeypatch, FEW_WRITERS)
+    async with client_for(postgres_url) as client:
+        url = await new_item_url(client)
+        statuses = await restock_concurrently(client, url, FEW_WRITERS)
+        final = (await client.get(url)).json()
+    assert statuses == [200] * FEW_WRITERS
+    assert (final["stock"], final["version"]) == (10 + FEW_WRITERS, 1 + FEW_WRITERS)
+    assert reads[:FEW_WRITERS] == [1] * FEW_WRITERS  # all read version 1 first
+    assert len(reads) > FEW_WRITERS  # so conflicts happened, and were retried
+
+
+async def test_without_retry_concurrent_restocks_conflict_on_postgres(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """PostgreSQL only, as above: one attempt each, the same interleaving."""
+    read_first_then_write(monkeypatch, FEW_WRITERS)
+
+    async def one_attempt(sessions: Sessions, work: Any) -> Any:
+        return await retry_on_conflict(sessions, work, attempts=1)
+
+    monkeypatch.setattr(locking, "retry_on_conflict", one_attempt)
+    async with client_for(postgres_url) as client:
+        url = await new_item_url(client)
+        statuses = await restock_concurrently(client, url, FEW_WRITERS)
+        final = (await client.get(url)).json()
+    assert statuses == [200] + [409] * (FEW_WRITERS - 1)
+    assert (final["stock"], final["version"]) == (11, 2)  # nothing lost, 9 refused
+
+
+async def test_restock_beyond_the_integer_range_is_409_not_a_database_error(
+    client: httpx.AsyncClient,
+):
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    sessions: Sessions = transport.app.state.sessions  # type: ignore[attr-defined]
+    item_id = await create_item(sessions, "full", stock=2**31 - 1)
+    reply = await client.post(f"/items/{item_id}/restock", json={"amount": 1})
+    assert reply.status_code == 409
+    assert (await client.get(f"/items/{item_id}")).json()["stock"] == 2**31 - 1
+
+
+async def test_a_write_that_finds_the_sqlite_lock_taken_is_503_with_retry_after(
+    sqlite_url: str,
+):
+    """SQLite only: its database-wide write lock (timeout=0 in the URL: the
+    app's connections fail at once instead of waiting 5 s)."""
+    async with client_for(f"{sqlite_url}?timeout=0") as client:
+        url = await new_item_url(client)
+        holder = create_engine(sqlite_url)
+        async with holder.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            await conn.execute(update(Item).values(stock=Item.stock))
+            reply = await client.patch(
+                url, json={"stock": 1}, headers={"If-Match": '"1"'}
+            )
+        await holder.dispose()
+        assert (await client.get(url)).json()["stock"] == 10
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.json() == {"detail": "database busy: retry shortly"}

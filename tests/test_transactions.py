@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,7 +18,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from snippets import transactions
@@ -25,14 +25,16 @@ from snippets.transactions import (
     Item,
     LineIn,
     Order,
+    OrderIn,
     OrderLine,
-    OutOfStock,
+    OutOfStockError,
     Redemption,
-    UnknownItem,
+    SessionDep,
+    UnknownItemError,
     create_app,
-    create_default_engine,
     create_engine,
     create_session_factory,
+    database_error,
     demo_all_or_nothing,
     demo_begin,
     demo_http,
@@ -40,13 +42,13 @@ from snippets.transactions import (
     demo_no_oversell,
     demo_no_savepoint,
     demo_price,
+    demo_returned_error,
     demo_savepoint,
     demo_sqlite_quirk,
-    on_sqlite_connect,
     outcome,
     place_order,
+    place_order_and_commit,
     place_order_naive,
-    place_order_seed_style,
     place_order_with_row_locks,
     redeem_coupon,
     redeem_coupon_without_savepoint,
@@ -163,39 +165,18 @@ async def naive_orders(sessions: Sessions, item_id: int, n: int) -> list[object]
 
 
 async def test_naive_read_check_write_oversells(database_url: str, capsys):
-    engine = create_default_engine(database_url)
-    try:
-        await demo_naive_oversell(engine)  # twenty orders for five lamps
-    finally:
-        await engine.dispose()
+    await demo_naive_oversell(database_url)  # twenty orders for five lamps
     title = "PostgreSQL" if database_url.startswith("postgresql") else None
     expected = tab(title or "SQLite, default driver")
     assert capsys.readouterr().out.splitlines() == expected
     assert expected[1:] == ["lamps sold: 20 of 5", "stock left: 4"]
 
 
-async def test_naive_order_with_a_plain_begin_fails_with_database_is_locked(
+async def test_cookbook_engine_serializes_even_the_naive_order_on_sqlite(
     sqlite_url: str,
 ):
-    """SQLite only: a deferred BEGIN, a read, then a write that cannot win."""
-    engine = create_async_engine(sqlite_url, pool_size=20)
-    event.listen(engine.sync_engine, "connect", on_sqlite_connect)
-    event.listen(engine.sync_engine, "begin", lambda c: c.exec_driver_sql("BEGIN"))
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(transactions.Base.metadata.create_all)
-        sessions = create_session_factory(engine)
-        lamp = await add(sessions, stock=5)
-        results = await naive_orders(sessions, lamp, 20)
-        assert await story(sessions, results, lamp) == tab("SQLite, BEGIN")
-        errors = {short(r) for r in results if isinstance(r, Exception)}
-        assert errors == {"(sqlite3.OperationalError) database is locked"}
-    finally:
-        await engine.dispose()
-
-
-async def test_begin_immediate_serializes_even_the_naive_order(sqlite_url: str):
-    """SQLite only: its one write lock, taken at BEGIN, covers the read too."""
+    """SQLite only: its one write lock, taken at BEGIN IMMEDIATE by the
+    cookbook's write transactions, covers the read too."""
     sessions = create_session_factory(create_engine(sqlite_url))
     engine = engine_of(sessions)
     try:
@@ -212,7 +193,7 @@ async def test_begin_immediate_serializes_even_the_naive_order(sqlite_url: str):
         results = await asyncio.gather(
             *(one() for _ in range(20)), return_exceptions=True
         )
-        expected = tab("SQLite, BEGIN IMMEDIATE")
+        expected = tab("SQLite, the cookbook's engine")
         assert await story(sessions, results, lamp) == expected
     finally:
         await engine.dispose()
@@ -235,8 +216,8 @@ async def test_concurrent_orders_never_oversell(sessions: Sessions):
     two_sofas = await order_concurrently(
         sessions, place_order, [lines_of((sofa, 2))] * 10
     )
-    assert one_desk == {"placed": 5, "OutOfStock": 15}
-    assert two_sofas == {"placed": 2, "OutOfStock": 8}
+    assert one_desk == {"placed": 5, "OutOfStockError": 15}
+    assert two_sofas == {"placed": 2, "OutOfStockError": 8}
     assert await snapshot(sessions) == (7, 7, {desk: 0, sofa: 1})
 
 
@@ -245,7 +226,7 @@ async def test_row_lock_variant_never_oversells(sessions: Sessions):
     outcomes = await order_concurrently(
         sessions, place_order_with_row_locks, [lines_of((desk, 1))] * 20
     )
-    assert outcomes == {"placed": 5, "OutOfStock": 15}
+    assert outcomes == {"placed": 5, "OutOfStockError": 15}
     assert await snapshot(sessions) == (5, 5, {desk: 0})
 
 
@@ -253,9 +234,9 @@ async def test_unknown_item_and_short_stock_raise_domain_errors(sessions: Sessio
     pen = await add(sessions, stock=1)
     before = await snapshot(sessions)
     for place in (place_order, place_order_with_row_locks):
-        with pytest.raises(UnknownItem, match="item 999 does not exist"):
+        with pytest.raises(UnknownItemError, match="item 999 does not exist"):
             await place_and_commit(sessions, lines_of((pen, 1), (999, 1)), place)
-        with pytest.raises(OutOfStock, match=f"not enough stock for item {pen}"):
+        with pytest.raises(OutOfStockError, match=f"not enough stock for item {pen}"):
             await place_and_commit(sessions, lines_of((pen, 2)), place)
         assert await snapshot(sessions) == before, place.__name__
 
@@ -263,7 +244,7 @@ async def test_unknown_item_and_short_stock_raise_domain_errors(sessions: Sessio
 async def test_repeated_item_is_checked_against_the_sum(sessions: Sessions):
     for place in (place_order, place_order_with_row_locks):
         ink = await add(sessions, stock=5)
-        with pytest.raises(OutOfStock):
+        with pytest.raises(OutOfStockError):
             await place_and_commit(sessions, lines_of((ink, 3), (ink, 3)), place)
         assert (await snapshot(sessions))[2][ink] == 5, place.__name__
         order = await place_and_commit(sessions, lines_of((ink, 3), (ink, 2)), place)
@@ -298,10 +279,10 @@ async def test_data_layer_begin_works_only_before_anything_ran(sessions: Session
     async with sessions() as session:
         await session.get(Item, pen)  # autobegins
         with pytest.raises(InvalidRequestError, match="already begun"):
-            await place_order_seed_style(session, "Ann", lines_of((pen, 1)))
+            await place_order_and_commit(session, "Ann", lines_of((pen, 1)))
     assert await snapshot(sessions) == (0, 0, {pen: 3})
     async with sessions() as session:  # nothing ran yet: begin() is fine
-        await place_order_seed_style(session, "Ann", lines_of((pen, 1)))
+        await place_order_and_commit(session, "Ann", lines_of((pen, 1)))
     assert await snapshot(sessions) == (1, 1, {pen: 2})
 
 
@@ -511,6 +492,63 @@ async def test_catching_a_flush_error_without_savepoint_loses_the_order_silently
     assert await snapshot(sessions) == before  # ...which was never stored
 
 
+def coupon_routes(app) -> None:
+    """Two test routes: an order with a coupon, redeemed without and with a
+    savepoint, each through the request's committing SessionDep."""
+
+    @app.post("/test/orders-without-savepoint", status_code=201)
+    async def without(body: OrderIn, session: SessionDep) -> dict[str, int]:
+        order = await place_order(session, body.customer, body.lines)
+        await redeem_coupon_without_savepoint(session, order, "WELCOME")
+        return {"id": order.id}
+
+    @app.post("/test/orders-with-savepoint", status_code=201)
+    async def with_savepoint(body: OrderIn, session: SessionDep) -> dict[str, int]:
+        order = await place_order(session, body.customer, body.lines)
+        await redeem_coupon(session, order, "WELCOME")
+        return {"id": order.id}
+
+
+async def order_with_a_used_coupon(database_url: str, route: str) -> tuple[int, bool]:
+    """POST an order whose coupon was already redeemed: (status, stored?)."""
+    app = create_app(database_url)
+    coupon_routes(app)
+    async with app.router.lifespan_context(app):
+        sessions = app.state.sessions
+        pad = await add(sessions, stock=5)
+        async with sessions.begin() as session:  # the coupon is already used
+            first = await place_order(session, "Ann", lines_of((pad, 1)))
+            session.add(Redemption(code="WELCOME", order_id=first.id))
+        before = await snapshot(sessions)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = {"customer": "Bob", "lines": [{"item_id": pad, "quantity": 1}]}
+            reply = await c.post(f"/test/orders-{route}", json=body)
+        after = await snapshot(sessions)
+    if after == before:
+        return reply.status_code, False
+    assert after == (2, 2, {pad: 3})  # the order, its line, its stock
+    return reply.status_code, True
+
+
+async def test_naive_endpoint_catching_a_flush_error_answers_201_and_stores_nothing(
+    database_url: str,
+):
+    assert await order_with_a_used_coupon(database_url, "without-savepoint") == (
+        201,
+        False,
+    )
+
+
+async def test_endpoint_with_a_savepoint_answers_201_and_stores_the_order(
+    database_url: str,
+):
+    assert await order_with_a_used_coupon(database_url, "with-savepoint") == (
+        201,
+        True,
+    )
+
+
 async def test_released_savepoint_survives_a_rollback_only_on_sqlites_default(
     database_url: str, capsys
 ):
@@ -628,6 +666,57 @@ async def test_concurrent_http_orders_never_oversell(
     assert await snapshot(sessions) == (5, 5, {desk: 0})
 
 
+# An error returned, not raised -------------------------------------------------
+
+
+async def order_that_fails_after_taking_stock(
+    client: httpx.AsyncClient, sessions: Sessions, url: str
+) -> tuple[int, int, int]:
+    """POST an order whose first line is taken and whose second fails:
+    (status, pens taken, orders stored)."""
+    pen, ink = await add(sessions, stock=10), await add(sessions, stock=1)
+    before = await snapshot(sessions)
+    body = {
+        "customer": "Ivy",
+        "lines": [{"item_id": pen, "quantity": 2}, {"item_id": ink, "quantity": 3}],
+    }
+    reply = await client.post(url, json=body)
+    after = await snapshot(sessions)
+    return reply.status_code, before[2][pen] - after[2][pen], after[0] - before[0]
+
+
+async def test_naive_returned_error_response_still_commits_the_stock_taken(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    status, taken, orders = await order_that_fails_after_taking_stock(
+        client, sessions, "/naive/orders"
+    )
+    assert (status, taken, orders) == (409, 2, 0)  # a 409, and 2 pens gone
+
+
+async def test_raised_error_rolls_back_the_stock_taken(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    status, taken, orders = await order_that_fails_after_taking_stock(
+        client, sessions, "/orders"
+    )
+    assert (status, taken, orders) == (409, 0, 0)
+
+
+async def test_a_broken_check_constraint_is_a_422_naming_it(app, sessions: Sessions):
+    """The foundation's handler, on this page's CHECK (stock >= 0): no route
+    can break it, so the error comes from a direct UPDATE."""
+    pen = await add(sessions, stock=1)
+    with pytest.raises(IntegrityError) as caught:
+        async with sessions.begin() as session:
+            await session.execute(update(Item).where(Item.id == pen).values(stock=-1))
+    reply = await database_error(None, caught.value)  # type: ignore[arg-type]
+    assert reply.status_code == 422
+    assert json.loads(reply.body) == {
+        "detail": "ck_items_stock_not_negative: breaks a check constraint"
+    }
+
+
 def test_openapi_documents_404_and_409():
     responses = create_app("sqlite+aiosqlite://").openapi()["paths"]["/orders"]["post"]
     assert {"201", "404", "409", "422"} <= set(responses["responses"])
@@ -648,7 +737,8 @@ async def test_recipe_demos_print_the_same_on_postgres(postgres_url: str, capsys
             demo_savepoint,
             demo_no_savepoint,
         ):
-            await demo(app.state.sessions)
+            await demo(app.state.sessions, app.state.read_sessions)
+        await demo_returned_error(app)
         await demo_http(app)
     assert capsys.readouterr().out.splitlines() == printed(
         "demo_no_oversell",
@@ -657,5 +747,6 @@ async def test_recipe_demos_print_the_same_on_postgres(postgres_url: str, capsys
         "demo_price",
         "demo_savepoint",
         "demo_no_savepoint",
+        "demo_returned_error",
         "demo_http",
     )
