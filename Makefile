@@ -64,6 +64,9 @@ bench-quick: $(STAMP)
 APP_PORT ?= 8001
 app: $(STAMP)
 	$(BIN)/uvicorn snippets.inventory:app --host 127.0.0.1 --port $(APP_PORT)
+# make app WORKERS=4: uvicorn reads its --workers default from WEB_CONCURRENCY.
+WORKERS ?= 1
+app: export WEB_CONCURRENCY = $(WORKERS)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[test,notebooks]"

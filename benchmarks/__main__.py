@@ -11,6 +11,7 @@ import sys
 
 NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
 NAMES += ["testing"]
+NAMES += ["workers"]
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ PAGE = ROOT / "docs" / "performance.md"
 PLOTS = ROOT / "docs" / "assets" / "performance"
 ORDER = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
 ORDER += ["testing"]
+ORDER += ["workers"]
 
 
 def load() -> dict[str, dict[str, Any]]:
@@ -454,6 +455,21 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "an isolated test creates the same item every time, and must get a 201.",
             "",
             table(with_failed(documents["testing"]["results"]), ["tests", "failed"]),
+            "",
+        ]
+    if "workers" in documents:
+        out += [
+            "## Workers",
+            "",
+            "The [reference API](inventory.md)'s reads with one and two uvicorn",
+            "workers (`make app WORKERS=n`), the same client as above. Ratios are to",
+            "the no-database route with the same number of workers. The benchmark",
+            "machine is shared with other jobs and has few cores, so the figures",
+            "are noisy: a second worker can only help when a core is free for it.",
+            "See [Connections](connections.md#several-workers) for what several",
+            "workers require.",
+            "",
+            table(documents["workers"]["results"], ["workers"]),
             "",
         ]
     return "\n".join(out)

@@ -132,3 +132,12 @@ def test_testing_isolation_measures_every_strategy_and_every_test_passes(
     for result in results:
         tests = result["params"]["tests"]
         assert result["params"]["passed"] == [tests] * len(result["runs"])
+
+
+def test_workers_measures_the_reads_with_one_and_two_workers(quick_results):
+    results = quick_results["workers"]["results"]
+    assert {r["params"]["workers"] for r in results} == {1, 2}
+    assert {r["case"] for r in results} == {
+        "GET /items/{id}, 1 worker",
+        "GET /items/{id}, 2 workers",
+    }
