@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from snippets.inventory.database import (
     create_engine,
@@ -17,7 +18,11 @@ from snippets.inventory.database import (
     create_session_factory,
     with_soft_delete,
 )
-from snippets.inventory.database_errors import database_error
+from snippets.inventory.database_errors import (
+    database_error,
+    database_unreachable,
+    pool_exhausted,
+)
 from snippets.inventory.errors import InventoryError
 from snippets.inventory.http_errors import inventory_error, validation_error
 from snippets.inventory.migrate import upgrade_to_head
@@ -33,7 +38,11 @@ async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The foundation's lifespan, with the pool size, migrations instead of
     create_all, and the soft-delete filter of this service."""
     settings: Settings = app.state.settings
-    engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.pool_size,
+        pool_pre_ping=True,  # a connection the server closed is replaced
+    )
     async with engine.begin() as conn:
         await upgrade_to_head(conn)  # Alembic, on this connection
     app.state.sessions = with_soft_delete(create_session_factory(engine))
@@ -58,6 +67,10 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(InventoryError, inventory_error)
     app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(PoolTimeoutError, pool_exhausted)
+    # asyncpg lets the socket's error through while connecting:
+    # ConnectionRefusedError, a DNS failure, a connect timeout are OSErrors.
+    app.add_exception_handler(OSError, database_unreachable)
     app.include_router(items.router)
     app.include_router(orders.router)
     return app

@@ -148,3 +148,17 @@ async def database_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 # --8<-- [end:database_errors]
+
+
+# --8<-- [start:faults]
+async def pool_exhausted(_: Request, exc: Exception) -> JSONResponse:
+    """No connection free within pool_timeout: busy, not broken."""
+    return database_error_response(DatabaseProblem(Problem.BUSY))
+
+
+async def database_unreachable(_: Request, exc: Exception) -> JSONResponse:
+    """The database refused the connection (a restart): unavailable."""
+    return database_error_response(DatabaseProblem(Problem.UNAVAILABLE))
+
+
+# --8<-- [end:faults]
