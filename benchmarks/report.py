@@ -217,7 +217,7 @@ def yes(flag: bool) -> str:
 
 def peers_guarantees(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| app | version | list returns a total | hides soft-deleted rows | ETag on the item | transaction per request |",
+        "| app | version | list returns a total | hides soft-deleted rows | ETag on the item | writes: one transaction per request |",
         "|---|---|---|---|---|---|",
     ]
     for app in peer_apps(results):
@@ -246,10 +246,57 @@ def peers_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def peers_cpu_table(results: list[dict[str, Any]]) -> str:
+    backends = peer_backends(results)
+    head = ["app"]
+    for backend in backends:
+        head += [f"{backend}: {route}" for route in (*PEER_ROUTES, "no-DB route")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for app in peer_apps(results):
+        cells = [app]
+        for backend in backends:
+            for route in (*PEER_ROUTES, "no-DB route"):
+                cpu = find(results, backend, f"{app}: {route}")["params"][
+                    "cpu_us_median"
+                ]
+                cells.append("" if cpu is None else fmt(cpu))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def versus(
+    results: list[dict[str, Any]], backend: str, route: str, candidates: list[str]
+) -> tuple[float, str]:
+    """Ours against the best of `candidates`: the req/s ratio and its words.
+
+    The words add the same comparison by server CPU per request (the
+    cheapest candidate's over ours: above 1, ours costs less), which other
+    work on the machine disturbs less.
+    """
+    ours = peer_rate(results, backend, OURS, route)
+    best = max(candidates, key=lambda a: peer_rate(results, backend, a, route))
+    ratio = ours / peer_rate(results, backend, best, route)
+    words = f"{ratio:.2f}x ({best})"
+
+    def cpu(app: str) -> float | None:
+        params = find(results, backend, f"{app}: {route}")["params"]
+        value = params.get("cpu_us_median")
+        return None if value is None else float(value)
+
+    mine = cpu(OURS)
+    costs = {a: cpu(a) for a in candidates}
+    known = {a: c for a, c in costs.items() if c is not None}
+    if mine is not None and len(known) == len(costs):
+        cheapest = min(known, key=lambda a: known[a])
+        words += (
+            f"; by server CPU per request {known[cheapest] / mine:.2f}x ({cheapest})"
+        )
+    return ratio, words
+
+
 def peers_goals(results: list[dict[str, Any]]) -> list[str]:
     lines = []
-    apps = peer_apps(results)
-    peers = [a for a in apps if a != OURS]
+    peers = [a for a in peer_apps(results) if a != OURS]
 
     def total(app: str) -> bool:
         return next(
@@ -259,40 +306,29 @@ def peers_goals(results: list[dict[str, Any]]) -> list[str]:
         )
 
     for backend in peer_backends(results):
-        ours = peer_rate(results, backend, OURS, "GET /items/{id}")
-        best = max(
-            peers, key=lambda a: peer_rate(results, backend, a, "GET /items/{id}")
-        )
-        theirs = peer_rate(results, backend, best, "GET /items/{id}")
+        ratio, words = versus(results, backend, "GET /items/{id}", peers)
         lines.append(
             goal(
-                ours >= theirs,
-                f"{backend}: `GET /items/{{id}}` at {ours / theirs:.2f}x the "
-                f"fastest peer ({best}) (goal ≥ 1)",
+                ratio >= 1,
+                f"{backend}: `GET /items/{{id}}` at {words} of the best peer "
+                "(goal ≥ 1 in req/s)",
             )
         )
-        ours = peer_rate(results, backend, OURS, "list of 20")
         with_total = [a for a in peers if total(a)]
-        best = max(
-            with_total, key=lambda a: peer_rate(results, backend, a, "list of 20")
-        )
-        theirs = peer_rate(results, backend, best, "list of 20")
+        ratio, words = versus(results, backend, "list of 20", with_total)
         lines.append(
             goal(
-                ours >= theirs,
-                f"{backend}: list of 20 with its total at {ours / theirs:.2f}x "
-                f"the fastest peer with a total ({best}) (goal ≥ 1)",
+                ratio >= 1,
+                f"{backend}: list of 20 with its total at {words} of the best "
+                "peer with a total (goal ≥ 1 in req/s)",
             )
         )
         without = [a for a in peers if not total(a)]
         if without:
-            best = max(
-                without, key=lambda a: peer_rate(results, backend, a, "list of 20")
-            )
-            theirs = peer_rate(results, backend, best, "list of 20")
+            _, words = versus(results, backend, "list of 20", without)
             lines.append(
-                f"- {backend}: the price of the total: our list at "
-                f"{ours / theirs:.2f}x the fastest list without one ({best})"
+                f"- {backend}: the price of the total: our list at {words} of "
+                "the best list without one"
             )
     return lines
 
@@ -501,6 +537,13 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "",
             peers_guarantees(results),
             "",
+            "Advanced Alchemy's extension commits in its dependency's cleanup, once",
+            "the status line has gone out (its middleware records that status and",
+            "commits on a 2xx), so a commit that fails there cannot change the",
+            "response: the trap the [Sessions](sessions.md) page shows. FastCRUD",
+            "commits inside each CRUD call (a request that makes two calls commits",
+            "twice); the tutorial's routes call `commit()` themselves before returning.",
+            "",
             "Requests per second (median); the no-DB route is each app's own limit,",
             "a route on the same server that touches no database:",
             "",
@@ -509,6 +552,13 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             peers_table(results),
             "",
             f"![Requests per second, per app and route]({plot_peers(results, draw)})",
+            "",
+            "The server's own CPU time per request (µs, median; lower is better),",
+            "read from `/proc` around each run. Other work on the machine moves it",
+            "far less than it moves requests per second, so where the two tables",
+            "disagree, trust this one:",
+            "",
+            peers_cpu_table(results),
             "",
             "Every run:",
             "",

@@ -147,6 +147,7 @@ def test_peers_measure_each_installed_app_on_its_limit_and_both_reads(
         assert isinstance(params["hides_deleted"], bool)
         assert isinstance(params["etag"], bool)
         assert params["transaction"]
+        assert len(params["cpu_us"]) == len(result["runs"])
 
 
 def test_peers_record_what_the_reference_api_guarantees(quick_results):
@@ -177,6 +178,7 @@ def test_committed_peers_results_cover_every_app_read_and_database():
     for result in results:
         assert len(result["runs"]) == document["repeats"] >= 3
         assert result["params"]["seconds"] >= 2
+        assert result["params"]["cpu_us_median"] > 0
         assert math.isfinite(result["value"])
         assert result["value"] > 0
     for app in APPS:
@@ -185,30 +187,32 @@ def test_committed_peers_results_cover_every_app_read_and_database():
     assert (ROOT / "docs" / "assets" / "performance" / "peers.png").is_file()
 
 
-def peer_result(backend, app, route, value, total):
+def peer_result(backend, app, route, figures, total):
+    value, cpu = figures
     return {
         "backend": backend,
         "case": f"{app}: {route}",
         "value": value,
-        "params": {"app": app, "route": route, "total": total},
+        "params": {"app": app, "route": route, "total": total, "cpu_us_median": cpu},
     }
 
 
-def test_peers_goals_compare_with_the_fastest_peer_and_totals_with_totals():
-    rows = [
-        ("reference API (ours)", 500, 300, 1000),
-        ("fast, with a total", 400, 350, 1001),
-        ("faster, no total", 600, 900, None),
+def test_peers_goals_compare_with_the_best_peer_and_totals_with_totals():
+    rows = [  # app, (req/s, CPU µs) per read, total
+        ("reference API (ours)", (500, 2000), (300, 4000), 1000),
+        ("fast, with a total", (400, 2500), (350, 3000), 1001),
+        ("faster, no total", (600, 1000), (900, 2000), None),
     ]
     results = [
-        peer_result("sqlite", app, route, value, total)
+        peer_result("sqlite", app, route, figures, total)
         for app, item, page, total in rows
-        for route, value in (("GET /items/{id}", item), ("list of 20", page))
+        for route, figures in (("GET /items/{id}", item), ("list of 20", page))
     ]
     lines = report.peers_goals(results)
     assert lines[0].startswith("- ❌")
-    assert "(faster, no total)" in lines[0]
+    assert "0.83x (faster, no total); by server CPU" in lines[0]
+    assert "0.50x (faster, no total)" in lines[0]
     assert lines[1].startswith("- ❌")
-    assert "(fast, with a total)" in lines[1]
-    assert "0.86x" in lines[1]
-    assert "0.33x the fastest list without one (faster, no total)" in lines[2]
+    assert "0.86x (fast, with a total)" in lines[1]
+    assert "0.75x (fast, with a total)" in lines[1]
+    assert "the price of the total: our list at 0.33x (faster, no total)" in lines[2]

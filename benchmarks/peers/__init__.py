@@ -18,7 +18,8 @@ class App:
     distribution: str | None  # the PyPI package it needs; None: ours
     item_path: str
     list_path: str
-    transaction: str  # who commits, and when (read from the code)
+    transaction: str  # do writes share one transaction per request? (read
+    # from the code: who commits, and when)
 
 
 APPS = [
@@ -28,7 +29,7 @@ APPS = [
         None,
         "/items/7",
         "/items?limit=20",
-        "one per request, committed before the response",
+        "yes, committed before the response is sent",
     ),
     App(
         "FastCRUD",
@@ -36,7 +37,7 @@ APPS = [
         "fastcrud",
         "/items/7",
         "/items?offset=0&limit=20&sort=id",
-        "none around the request: each write commits inside its call",
+        "no: each CRUD call commits on its own",
     ),
     App(
         "Advanced Alchemy",
@@ -44,7 +45,7 @@ APPS = [
         "advanced-alchemy",
         "/items/7",
         "/items?pageSize=20",
-        "one per request, committed after the response has started",
+        "yes, committed after the response has started",
     ),
     App(
         "SQLModel tutorial, async",
@@ -52,7 +53,7 @@ APPS = [
         "sqlmodel",
         "/items/7",
         "/items/?offset=0&limit=20",
-        "none around the request: the route commits its writes",
+        "no: each route calls commit itself",
     ),
 ]
 

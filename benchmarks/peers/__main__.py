@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import metadata
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, insert, text
@@ -193,27 +195,52 @@ def inspect(app: App, port: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used so far (all its threads), where /proc has it.
+
+    Requests per second on a shared machine move with everything else that
+    runs; the server's own CPU time per request moves much less.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load_each(
-    port: int, paths: list[str], seconds: float, warm_up: float
-) -> list[float]:
-    """Requests per second on each path in turn, after a warm-up of each."""
+    port: int, pid: int, paths: list[str], seconds: float, warm_up: float
+) -> list[tuple[float, float | None]]:
+    """Per path: requests/s and the server's CPU µs per request."""
     for path in paths:
         await load(port, path, CONNECTIONS, warm_up)
-    return [await load(port, path, CONNECTIONS, seconds) for path in paths]
+    figures = []
+    for path in paths:
+        before = cpu_seconds(pid)
+        started = time.perf_counter()
+        rate = await load(port, path, CONNECTIONS, seconds)
+        after = cpu_seconds(pid)
+        served = rate * (time.perf_counter() - started)
+        cpu = None
+        if before is not None and after is not None:
+            cpu = (after - before) / served * 1e6
+        figures.append((rate, cpu))
+    return figures
 
 
 def load_in_client(
-    port: int, paths: list[str], seconds: float, warm_up: float
-) -> list[float]:
+    port: int, pid: int, paths: list[str], seconds: float, warm_up: float
+) -> list[tuple[float, float | None]]:
     """One client process for every path: it never shares the server's."""
     code = (
-        "import asyncio; from benchmarks.peers.__main__ import load_each; "
-        f"print(asyncio.run(load_each({port}, {paths!r}, {seconds}, {warm_up})))"
+        "import asyncio, json; from benchmarks.peers.__main__ import load_each; "
+        f"print(json.dumps(asyncio.run(load_each({port}, {pid}, {paths!r}, "
+        f"{seconds}, {warm_up}))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    return [float(x) for x in json.loads(out.stdout)]
+    return [(rate, cpu) for rate, cpu in json.loads(out.stdout)]
 
 
 async def run(config: Config) -> list[Result]:
@@ -226,6 +253,7 @@ async def run(config: Config) -> list[Result]:
         urls = {app.name: await prepare(app, backend, config) for app in apps}
         facts: dict[str, dict[str, Any]] = {}
         runs: dict[tuple[str, str], list[float]] = {}
+        cpus: dict[tuple[str, str], list[float | None]] = {}
         try:
             for turn in range(config.repeats):
                 for app in apps[turn % len(apps) :] + apps[: turn % len(apps)]:
@@ -233,11 +261,16 @@ async def run(config: Config) -> list[Result]:
                     try:
                         if app.name not in facts:
                             facts[app.name] = inspect(app, port)
-                        rates = load_in_client(
-                            port, list(paths(app).values()), seconds, warm_up
+                        figures = load_in_client(
+                            port,
+                            server.pid,
+                            list(paths(app).values()),
+                            seconds,
+                            warm_up,
                         )
-                        for route, rate in zip(ROUTES, rates, strict=True):
+                        for route, (rate, cpu) in zip(ROUTES, figures, strict=True):
                             runs.setdefault((app.name, route), []).append(rate)
+                            cpus.setdefault((app.name, route), []).append(cpu)
                     finally:
                         stop(server)
         finally:
@@ -256,6 +289,10 @@ async def run(config: Config) -> list[Result]:
                     "path": path,
                     "connections": CONNECTIONS,
                     "seconds": seconds,
+                    # The server's CPU time per request, each run: steadier
+                    # than req/s when other work shares the machine.
+                    "cpu_us": cpus[app.name, route],
+                    "cpu_us_median": median_or_none(cpus[app.name, route]),
                     **facts[app.name],
                 }
                 results.append(
@@ -271,6 +308,11 @@ async def run(config: Config) -> list[Result]:
                     )
                 )
     return results
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if len(known) == len(values) else None
 
 
 PACKAGES = ["pydantic", *(a.distribution for a in APPS if a.distribution)]
