@@ -20,7 +20,7 @@ install: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m tools.site_hooks
-	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000 --watch snippets
 
 site: $(STAMP)
 	$(BIN)/python -m tools.site_hooks

@@ -2,7 +2,9 @@
 
 Limit: raw sqlite3 executemany in one transaction (SQLite), asyncpg
 copy_records_to_table (PostgreSQL). Memory: the fast path fed in chunks from a
-generator stays flat as the row count grows.
+generator stays flat as the row count grows. Import: the recipe's
+import_products (ON CONFLICT DO NOTHING RETURNING) against the savepoint per
+row it replaces, on a feed with one conflict: time and statements sent.
 
     python -m benchmarks.bulk_insert [--quick]
 """
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from benchmarks.common import Config, Result, Timer, main, measure, traced_peak
+from snippets import bulk as recipe
 
 STATUSES = ("draft", "active", "archived", "active")
 CHUNK = 10_000  # rows per executemany/COPY call: memory stays flat beyond it
@@ -238,6 +241,106 @@ async def memory_of_fast_path(config: Config, backend: str, n: int) -> float:
     return peak[0]
 
 
+# --- import with one conflict: the recipe against a savepoint per row ----------
+
+TAKEN = "F-TAKEN"  # the SKU the table already has
+
+
+def import_feed(n: int, conflicts: int) -> list[dict[str, Any]]:
+    """n rows; with a conflict, the row in the middle repeats TAKEN."""
+    feed: list[dict[str, Any]] = [
+        {"sku": f"F-{i:06}", "name": f"Feed {i}", "stock": i % 10} for i in range(n)
+    ]
+    if conflicts:
+        feed[n // 2] = {"sku": TAKEN, "name": "taken"}
+    return feed
+
+
+@asynccontextmanager
+async def import_engine(config: Config, backend: str) -> AsyncIterator[AsyncEngine]:
+    """The recipe's own engine and tables, holding one product: TAKEN."""
+    if backend == "sqlite":
+        for leftover in config.workdir.glob("import.db*"):
+            leftover.unlink()
+        url = f"sqlite+aiosqlite:///{config.workdir / 'import.db'}"
+    else:
+        assert config.postgres_url
+        url = config.postgres_url
+    engine = recipe.create_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(recipe.Base.metadata.drop_all)
+        await conn.run_sync(recipe.Base.metadata.create_all)
+    async with recipe.create_session_factory(engine).begin() as session:
+        session.add(recipe.Product(sku=TAKEN, name="seeded"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def import_cost(
+    config: Config, backend: str, importer: Any, *, n: int, conflicts: int, repeats: int
+) -> tuple[float, list[float], dict[str, int]]:
+    """Median ms of one import in one transaction, and the statements sent."""
+    feed = import_feed(n, conflicts)
+    sent: dict[str, int] = {}
+
+    async def once() -> float:
+        async with import_engine(config, backend) as engine:
+            sessions = recipe.create_session_factory(engine)
+            with recipe.statements_sent(engine) as counter:
+                timer = Timer()
+                async with sessions.begin() as session:
+                    errors = await importer(session, feed)
+                elapsed = timer.seconds
+        assert len(errors) == conflicts, errors
+        sent.update(
+            statements=sum(counter.values()),
+            inserts=counter["INSERT"],
+            savepoints=counter["SAVEPOINT"],
+        )
+        return elapsed * 1000
+
+    value, runs = await measure(repeats, once)
+    return value, runs, sent
+
+
+async def import_results(config: Config, backend: str) -> list[Result]:
+    n = config.size(20_000, 500)
+    # The savepoint per row takes minutes at full size: it runs once.
+    cases = [
+        ("import, clean feed: ON CONFLICT DO NOTHING", recipe.import_products, 0, 5),
+        ("import, 1 conflict: ON CONFLICT DO NOTHING", recipe.import_products, 1, 5),
+        ("import, 1 conflict: savepoint per row", recipe.import_products_naive, 1, 1),
+    ]
+    results: list[Result] = []
+    clean = None
+    for case, importer, conflicts, most in cases:
+        value, runs, sent = await import_cost(
+            config,
+            backend,
+            importer,
+            n=n,
+            conflicts=conflicts,
+            repeats=min(most, config.repeats),
+        )
+        clean = clean or value
+        params = {"rows": n, "conflicts": conflicts, **sent}
+        results.append(
+            Result(
+                "bulk_insert",
+                backend,
+                case,
+                "ms",
+                value,
+                runs,
+                params,
+                ratio=value / clean,
+            )
+        )
+    return results
+
+
 async def run(config: Config) -> list[Result]:
     n = config.size(100_000, 2_000)
     slow_n = config.size(20_000, 500)  # add_all: minutes at 100k on SQLite
@@ -300,6 +403,7 @@ async def run(config: Config) -> list[Result]:
                     peak_mb=peak,
                 )
             )
+        results += await import_results(config, backend)
     return results
 
 

@@ -1,8 +1,9 @@
 """Pagination: the cost of one page of 50 versus depth, OFFSET versus keyset.
 
-Over a 1M-row table sorted by (price, id), NULLs first, with the index the
-recipe gives that order. The keyset page is the recipe's own NULL-safe
-predicate (`snippets.pagination.after`) from the last key of the previous
+Over a 1M-row table sorted by (price, id), NULLs first (NULL sorts lowest),
+with the index the recipe gives that order. The keyset page is the recipe's
+own NULL-safe predicate (`snippets.pagination.seek_after`: the foundation's
+`after` plus the range an index can seek) from the last key of the previous
 page; OFFSET reads and discards every row before the page.
 
     python -m benchmarks.pagination [--quick]
@@ -17,10 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from benchmarks.common import Config, Result, Timer, main, measure, traced_peak
 from benchmarks.dataset import Item, create_index, items_table
-from snippets.pagination import Key, after
+from snippets.pagination import OrderKey, seek_after
 
 PAGE = 50
-KEYS = (Key(Item.price, nullable=True), Key(Item.id))  # the recipe's "price"
+KEYS = (  # the recipe's "price"
+    OrderKey(Item.price.expression, nullable=True),
+    OrderKey(Item.id.expression),
+)
 ORDER = [key.order_by() for key in KEYS]
 INDEX = {"sqlite": "price, id", "postgresql": "price NULLS FIRST, id"}
 
@@ -32,7 +36,7 @@ def offset_page(depth: int) -> Any:
 def keyset_page(cursor: list[Any] | None) -> Any:
     query = select(Item).order_by(*ORDER).limit(PAGE)
     if cursor is not None:
-        query = query.where(after(KEYS, cursor))
+        query = query.where(seek_after(KEYS, cursor))
     return query
 
 

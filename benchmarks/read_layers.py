@@ -21,7 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from benchmarks.common import Config, Result, main, measure
 from snippets.inventory import crud
-from snippets.inventory.database import create_engine, create_session_factory
+from snippets.inventory.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    with_soft_delete,
+)
 from snippets.inventory.models import Base, Item
 
 ITEM_ID = 7
@@ -64,8 +69,8 @@ def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
     """Each case: one read, with one more layer than the case before."""
     autocommit = without_begin(engine)
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
-    filtered = create_session_factory(autocommit)
-    per_request = create_session_factory(engine)
+    filtered = with_soft_delete(create_session_factory(autocommit))
+    per_request = with_soft_delete(create_read_session_factory(engine))
     core_query = select(Item.__table__).where(Item.id == ITEM_ID)
 
     async def core() -> Any:

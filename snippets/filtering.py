@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -28,39 +29,40 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     DateTime,
     Dialect,
     Index,
+    MetaData,
     Select,
     String,
     Text,
     TypeDecorator,
+    event,
     insert,
     literal,
     select,
     text,
 )
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 # --8<-- [end:imports]
 
 
-# --8<-- [start:utc_type]
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on every backend.
-
-    SQLite has no time zone type: DateTime(timezone=True) stores the wall
-    clock and drops the offset. Converting to UTC before storing keeps one
-    meaning for every value, and the offset is put back when reading.
-    """
+# --8<-- [start:utc_datetime]
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite as on PostgreSQL."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -72,19 +74,41 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: pass an aware one")
-        return value.astimezone(UTC)
+        return value.astimezone(UTC)  # SQLite keeps no offset: store UTC
 
     def process_result_value(
         self, value: datetime | None, dialect: Dialect
     ) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:  # SQLite: stored as UTC above
+        if value.tzinfo is None:  # SQLite: we stored UTC, say so
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
 
-# --8<-- [end:utc_type]
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("out of range in UTC") from None
+
+
+def iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()  # "+00:00", never "Z"
+
+
+# In: an offset is required, and the value is turned to UTC.
+# Out: ISO 8601 with "+00:00".
+UTCTimestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(to_utc),
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
+]
+# --8<-- [end:utc_datetime]
 
 
 # --8<-- [start:models]
@@ -93,8 +117,18 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+# Constraint names the error classifier and Alembic can rely on.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Item(Base):
@@ -116,9 +150,7 @@ class Item(Base):
     category: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20))
     price: Mapped[int]  # in cents
-    created_at: Mapped[datetime] = mapped_column(
-        UtcDateTime, default=lambda: datetime.now(UTC)
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @validates("name")
     def _keep_name_search(self, _: str, name: str) -> str:
@@ -204,17 +236,8 @@ class ItemFilter(BaseModel):
     min_price: Price | None = None  # inclusive
     max_price: Price | None = None  # inclusive
     q: SearchText | None = None  # case-insensitive substring of the name
-    created_after: AwareDatetime | None = None  # inclusive
-    created_before: AwareDatetime | None = None  # exclusive
-
-    @field_validator("created_after", "created_before")
-    @classmethod
-    def to_utc(cls, value: datetime | None) -> datetime | None:
-        try:
-            return None if value is None else value.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1
-            message = "out of range"
-            raise PydanticCustomError("datetime_range", message) from None
+    created_after: UTCTimestamp | None = None  # inclusive
+    created_before: UTCTimestamp | None = None  # exclusive
 
     @field_validator("max_price")
     @classmethod
@@ -298,6 +321,78 @@ async def list_items(session: AsyncSession, q: ItemQuery) -> Sequence[Item]:
 # --8<-- [end:conditions]
 
 
+# --8<-- [start:engine]
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    engine = create_async_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", begin_sqlite_transaction)
+    return engine
+
+
+def set_sqlite_pragmas(conn: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+    # The driver would send BEGIN late, or not at all: SQLAlchemy sends it.
+    conn.isolation_level = None
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")  # off by default, per connection
+    cursor.execute(
+        "PRAGMA journal_mode = WAL"
+    )  # readers never wait for writers
+    cursor.close()
+
+
+def begin_sqlite_transaction(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and
+    # then writes waits its turn instead of failing with "database is locked".
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def create_session_factory(engine: AsyncEngine) -> Sessions:
+    # expire_on_commit=False: objects stay readable after a commit instead of
+    # reloading on attribute access, which async code cannot do implicitly.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> Sessions:
+    # A deferred BEGIN on SQLite: reads take no write lock (no-op elsewhere).
+    return create_session_factory(
+        engine.execution_options(sqlite_begin="DEFERRED")
+    )
+
+
+# --8<-- [end:engine]
+
+
+# --8<-- [start:lifespan]
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine = create_engine(app.state.database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)  # demo: see Migrations
+    app.state.sessions = create_session_factory(engine)
+    app.state.read_sessions = create_read_session_factory(engine)
+    yield
+    await engine.dispose()  # close pooled connections on shutdown
+
+
+# --8<-- [end:lifespan]
+
+
+# --8<-- [start:dependency]
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: Sessions = request.app.state.read_sessions
+    async with sessions() as session:  # never commits: closing rolls back
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# --8<-- [end:dependency]
+
+
 # --8<-- [start:app]
 class ItemOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -307,26 +402,7 @@ class ItemOut(BaseModel):
     category: str
     status: str
     price: int
-    created_at: datetime
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_async_engine(app.state.database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
-    yield
-    await engine.dispose()
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session:  # read-only: nothing to commit
-        yield session
-
-
-Session = Annotated[AsyncSession, Depends(get_session)]
+    created_at: UTCTimestamp
 
 
 def create_app(database_url: str) -> FastAPI:
@@ -335,14 +411,14 @@ def create_app(database_url: str) -> FastAPI:
 
     @app.get("/items")
     async def get_items(
-        query: Annotated[ItemQuery, Query()], session: Session
+        query: Annotated[ItemQuery, Query()], session: ReadSessionDep
     ) -> list[ItemOut]:
         items = await list_items(session, query)
         return [ItemOut.model_validate(item) for item in items]
 
     @app.get("/naive/items")
     async def get_items_naive(
-        session: Session,
+        session: ReadSessionDep,
         category: str | None = None,
         max_price: int | None = None,
         q: str | None = None,
@@ -550,7 +626,8 @@ def _explain_pg(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return "EXPLAIN (COSTS OFF) " + compiler.process(element.query, **kw)
 
 
-async def query_plan(session: AsyncSession, query: Select[Any]) -> list[str]:
+async def bound_plan(session: AsyncSession, query: Select[Any]) -> list[str]:
+    """The plan of the query, its parameters bound as the app binds them."""
     conn = await session.connection()
     rows = (await conn.execute(Explain(query))).all()
     return [str(row[-1]) for row in rows]  # the text column of each row
@@ -597,8 +674,8 @@ async def demo_indexes(app: FastAPI) -> None:
     async with app.state.sessions.begin() as session:
         await add_many_rows(session, 1500)
     async with app.state.sessions() as session:
-        naive = await query_plan(session, newest_in(NaiveItem))
-        fixed = await query_plan(session, newest_in(Item))
+        naive = await bound_plan(session, newest_in(NaiveItem))
+        fixed = await bound_plan(session, newest_in(Item))
     for line in naive:
         print(line)
         #> SEARCH naive_items USING INDEX ix_naive_items_status (status=?)

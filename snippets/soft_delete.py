@@ -5,32 +5,42 @@ Run it: python -m snippets.soft_delete
 
 # --8<-- [start:imports]
 import asyncio
+import logging
 import tempfile
 import textwrap
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
     Iterator,
     Mapping,
     Sequence,
 )
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import httpx
-from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 from sqlalchemy import (
+    Connection,
     DateTime,
     Dialect,
     Executable,
     ForeignKey,
     Index,
+    MetaData,
     String,
     delete,
     event,
@@ -41,7 +51,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -58,6 +69,8 @@ from sqlalchemy.orm import (
     selectinload,
     with_loader_criteria,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.schema import ColumnCollectionConstraint
 from sqlalchemy.types import TypeDecorator
 
 # --8<-- [end:imports]
@@ -93,12 +106,40 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("out of range in UTC") from None
+
+
+def iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()  # "+00:00", never "Z"
+
+
+# In: an offset is required, and the value is turned to UTC.
+# Out: ISO 8601 with "+00:00".
+UTCTimestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(to_utc),
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
+]
 # --8<-- [end:utc_datetime]
 
 
 # --8<-- [start:models]
+# Constraint names the error classifier and Alembic can rely on.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class SoftDeleteMixin:
@@ -139,10 +180,56 @@ class Item(SoftDeleteMixin, Base):
 # --8<-- [end:models]
 
 
+# --8<-- [start:engine]
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    engine = create_async_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", begin_sqlite_transaction)
+    return engine
+
+
+def set_sqlite_pragmas(conn: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+    # The driver would send BEGIN late, or not at all: SQLAlchemy sends it.
+    conn.isolation_level = None
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")  # off by default, per connection
+    cursor.execute(
+        "PRAGMA journal_mode = WAL"
+    )  # readers never wait for writers
+    cursor.close()
+
+
+def begin_sqlite_transaction(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and
+    # then writes waits its turn instead of failing with "database is locked".
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def create_session_factory(engine: AsyncEngine) -> Sessions:
+    # expire_on_commit=False: objects stay readable after a commit instead of
+    # reloading on attribute access, which async code cannot do implicitly.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> Sessions:
+    # A deferred BEGIN on SQLite: reads take no write lock (no-op elsewhere).
+    return create_session_factory(
+        engine.execution_options(sqlite_begin="DEFERRED")
+    )
+
+
+# --8<-- [end:engine]
+
+
 # --8<-- [start:setup]
 async def create_database(url: str) -> AsyncEngine:
     """An engine on a new database: the tables, a category, three items."""
-    engine = create_async_engine(url)
+    engine = create_engine(url)
     async with engine.begin() as conn:  # one transaction
         await conn.run_sync(Base.metadata.create_all)
         new_category = insert(Category).values(name="Lighting")
@@ -209,7 +296,7 @@ def naive_utcnow() -> datetime:
 
 
 # --8<-- [start:demo_naive_clock]
-async def demo_naive_clock(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_naive_clock(sessions: Sessions) -> None:
     month_ago = naive_utcnow() - timedelta(days=30)
     async with sessions.begin() as session:
         session.add(NaiveStamp(id=1, deleted_at=month_ago))
@@ -266,7 +353,7 @@ async def naive_rename_item(
 
 
 # --8<-- [start:demo_naive]
-async def demo_naive(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_naive(sessions: Sessions) -> None:
     async with sessions.begin() as session:
         await naive_soft_delete(session, 1)  # the Lamp goes to the trash
     async with sessions.begin() as session:
@@ -320,15 +407,146 @@ def skip_deleted_rows(state: ORMExecuteState) -> None:
         )
 
 
-def create_session_factory(
-    engine: AsyncEngine,
-) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(
-        engine, expire_on_commit=False, sync_session_class=SoftDeleteSession
-    )
+def skipping_deleted(sessions: Sessions) -> Sessions:
+    """The foundation's session factory, its sessions filtered."""
+    sessions.configure(sync_session_class=SoftDeleteSession)
+    return sessions
 
 
 # --8<-- [end:global_filter]
+
+
+# --8<-- [start:database_errors]
+class Problem(StrEnum):
+    UNIQUE = "unique"
+    FOREIGN_KEY = "foreign key"
+    CHECK = "check"
+    NOT_NULL = "not null"
+    BUSY = "busy"  # worth a retry: locked, serialization failure, deadlock
+    UNAVAILABLE = "unavailable"  # the connection was lost
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class DatabaseProblem:
+    kind: Problem
+    constraint: str = ""  # the constraint's name, where the database says it
+    columns: tuple[str, ...] = ()
+
+
+SQLSTATES = {
+    "23505": Problem.UNIQUE,
+    "23503": Problem.FOREIGN_KEY,
+    "23514": Problem.CHECK,
+    "23502": Problem.NOT_NULL,
+    "40001": Problem.BUSY,  # serialization_failure
+    "40P01": Problem.BUSY,  # deadlock_detected
+    "55P03": Problem.BUSY,  # lock_not_available
+}
+SQLITE_ERRORS = {
+    "SQLITE_CONSTRAINT_UNIQUE": Problem.UNIQUE,
+    "SQLITE_CONSTRAINT_PRIMARYKEY": Problem.UNIQUE,
+    "SQLITE_CONSTRAINT_FOREIGNKEY": Problem.FOREIGN_KEY,
+    "SQLITE_CONSTRAINT_CHECK": Problem.CHECK,
+    "SQLITE_CONSTRAINT_NOTNULL": Problem.NOT_NULL,
+    "SQLITE_BUSY": Problem.BUSY,
+    "SQLITE_BUSY_SNAPSHOT": Problem.BUSY,
+    "SQLITE_LOCKED": Problem.BUSY,
+}
+
+
+def classify(exc: DBAPIError, metadata: MetaData) -> DatabaseProblem:
+    """What went wrong, by SQLSTATE on PostgreSQL, by error code on SQLite."""
+    if exc.connection_invalidated:
+        return DatabaseProblem(Problem.UNAVAILABLE)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:  # PostgreSQL, through asyncpg
+        cause = exc.orig.__cause__ if exc.orig else None
+        return postgres_problem(sqlstate, cause, metadata)
+    errorname = getattr(exc.orig, "sqlite_errorname", "")
+    kind = SQLITE_ERRORS.get(errorname, Problem.UNKNOWN)
+    detail = str(exc.orig).partition(" constraint failed: ")[2]
+    if kind is Problem.CHECK:  # SQLite names a CHECK constraint
+        return DatabaseProblem(kind, detail)
+    if kind in (Problem.UNIQUE, Problem.NOT_NULL):  # "items.name, items.x"
+        table = detail.split(".")[0]
+        columns = tuple(part.split(".")[-1] for part in detail.split(", "))
+        name = constraint_named_by(metadata, table, columns)
+        return DatabaseProblem(
+            kind, name if kind is Problem.UNIQUE else "", columns
+        )
+    return DatabaseProblem(kind)
+
+
+def postgres_problem(
+    sqlstate: str, cause: BaseException | None, metadata: MetaData
+) -> DatabaseProblem:
+    kind = SQLSTATES.get(sqlstate, Problem.UNKNOWN)
+    if kind is Problem.NOT_NULL:
+        return DatabaseProblem(kind, "", (getattr(cause, "column_name", ""),))
+    name = getattr(cause, "constraint_name", None) or ""
+    return DatabaseProblem(kind, name, constraint_columns(metadata, name))
+
+
+def constraint_columns(metadata: MetaData, name: str) -> tuple[str, ...]:
+    found = (cols for _, n, cols in unique_column_sets(metadata) if n == name)
+    return next(found, ())
+
+
+def constraint_named_by(
+    metadata: MetaData, table: str, columns: tuple[str, ...]
+) -> str:
+    sets = unique_column_sets(metadata)
+    found = (n for t, n, cols in sets if t == table and cols == columns)
+    return next(found, "")
+
+
+def unique_column_sets(
+    metadata: MetaData,
+) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """(table, name, columns) of each constraint and unique index."""
+    for table in metadata.tables.values():
+        unique = [*table.constraints, *(i for i in table.indexes if i.unique)]
+        for item in unique:
+            if isinstance(item, ColumnCollectionConstraint | Index):
+                columns = tuple(column.name for column in item.columns)
+                yield table.name, str(item.name), columns
+
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def database_error_response(problem: DatabaseProblem) -> JSONResponse:
+    fields = ", ".join(problem.columns) or problem.constraint
+    match problem.kind:
+        case Problem.UNIQUE:
+            code, detail = 409, f"{fields} already exists"
+        case Problem.FOREIGN_KEY:
+            missing = "references a row that does not exist"
+            code, detail = 409, f"{fields}: {missing}" if fields else missing
+        case Problem.CHECK | Problem.NOT_NULL:
+            code, detail = 422, f"{fields}: breaks a {problem.kind} constraint"
+        case Problem.BUSY | Problem.UNAVAILABLE:
+            return JSONResponse(
+                {"detail": "database busy: retry shortly"},
+                status_code=503,
+                headers=RETRY_AFTER,
+            )
+        case _:
+            logger.error("unclassified database error %s", problem.constraint)
+            code, detail = 500, "Internal Server Error"
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+async def database_error(_: Request, exc: Exception) -> JSONResponse:
+    """Registered once, in create_app, for DBAPIError."""
+    if not isinstance(exc, DBAPIError):
+        raise exc
+    return database_error_response(classify(exc, Base.metadata))
+
+
+# --8<-- [end:database_errors]
 
 
 # --8<-- [start:crud]
@@ -340,10 +558,18 @@ class NameTaken(ValueError):
     """Another live item already has this name."""
 
 
-def violates_live_name(exc: IntegrityError) -> bool:
-    # SQLite names the column, PostgreSQL the index
-    message = str(exc.orig)
-    return "uq_items_live_name" in message or "items.name" in message
+LIVE_NAME = "uq_items_live_name"  # the partial unique index, by its name
+
+
+@contextmanager
+def name_must_be_free(message: str) -> Iterator[None]:
+    """The live-name index's violation, as NameTaken; anything else as is."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if classify(exc, Base.metadata).constraint == LIVE_NAME:
+            raise NameTaken(message) from exc
+        raise
 
 
 async def get_item(session: AsyncSession, item_id: int) -> Item:
@@ -359,12 +585,8 @@ async def create_item(
 ) -> Item:
     item = Item(name=name, category_id=category_id)
     session.add(item)
-    try:
+    with name_must_be_free(f"a live item is named {name!r}"):
         await session.flush()
-    except IntegrityError as exc:
-        if violates_live_name(exc):
-            raise NameTaken(f"a live item is named {name!r}") from exc
-        raise
     return item
 
 
@@ -388,12 +610,8 @@ async def restore_item(session: AsyncSession, item_id: int) -> Item:
         .values(deleted_at=None)
         .returning(Item)
     )
-    try:
+    with name_must_be_free(f"item {item_id}: its name is taken"):
         item = await session.scalar(statement)
-    except IntegrityError as exc:
-        if violates_live_name(exc):
-            raise NameTaken(f"item {item_id}: its name is taken") from exc
-        raise
     if item is None:
         raise ItemNotFound(f"no deleted item {item_id}")
     return item
@@ -432,9 +650,7 @@ async def purge_deleted(
 
 
 # --8<-- [start:demo_global_filter]
-async def demo_global_filter(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> None:
+async def demo_global_filter(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions.begin() as session:
         await soft_delete_item(session, 1)  # the Lamp goes to the trash
     async with sessions() as session:
@@ -483,7 +699,7 @@ async def demo_global_filter(
 
 
 # --8<-- [start:demo_opt_in]
-async def demo_opt_in(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_opt_in(sessions: Sessions) -> None:
     async with sessions() as session:
         query = select(Item.name).order_by(Item.id)
         query = query.execution_options(include_deleted=True)
@@ -503,9 +719,7 @@ async def demo_opt_in(sessions: async_sessionmaker[AsyncSession]) -> None:
 
 
 # --8<-- [start:demo_identity_map]
-async def demo_identity_map(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> None:
+async def demo_identity_map(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions() as session:  # rolled back at the end
         desk = await get_item(session, 2)
         await soft_delete_item(session, 2)
@@ -527,9 +741,7 @@ async def demo_identity_map(
 
 
 # --8<-- [start:demo_not_found]
-async def demo_not_found(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> None:
+async def demo_not_found(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions() as session:
         options = {"include_deleted": True}
         lamp = await session.get(Item, 1, execution_options=options)
@@ -556,7 +768,7 @@ async def demo_not_found(
 
 
 # --8<-- [start:demo_unique]
-async def demo_unique(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_unique(sessions: Sessions) -> None:
     async with sessions.begin() as session:
         lamp = await create_item(session, "Lamp", category_id=1)
         print("a new Lamp:", lamp.id, "(the old one is in the trash)")
@@ -593,7 +805,7 @@ async def demo_unique(sessions: async_sessionmaker[AsyncSession]) -> None:
 
 
 # --8<-- [start:demo_purge]
-async def demo_purge(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_purge(sessions: Sessions) -> None:
     async with sessions.begin() as session:
         long_ago = utcnow() - timedelta(days=40)
         await soft_delete_item(session, 3, now=long_ago)  # the Chair
@@ -627,9 +839,7 @@ async def query_plan(
 
 
 # --8<-- [start:demo_plan]
-async def demo_plan(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> None:
+async def demo_plan(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions() as session:
         live = select(Item).where(Item.name == "Lamp")
         print(*await query_plan(engine, session, live))
@@ -669,9 +879,7 @@ Index(
 
 
 # --8<-- [start:demo_flag_trap]
-async def demo_flag_trap(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> None:
+async def demo_flag_trap(engine: AsyncEngine, sessions: Sessions) -> None:
     async with sessions() as session:
         for where in (LIVE_NOTES, Note.is_deleted.is_(False)):
             print("WHERE", where.compile(engine.sync_engine))
@@ -689,6 +897,26 @@ async def demo_flag_trap(
 # --8<-- [end:demo_flag_trap]
 
 
+# --8<-- [start:dependency]
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: Sessions = request.app.state.sessions
+    async with sessions.begin() as session:  # commit, or roll back on error
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: Sessions = request.app.state.read_sessions
+    async with sessions() as session:  # never commits: closing rolls back
+        yield session
+
+
+# scope="function": the commit runs as soon as the endpoint returns,
+# so a failed commit becomes the response instead of happening after it.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# --8<-- [end:dependency]
+
+
 # --8<-- [start:app]
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -701,74 +929,82 @@ class ItemOut(BaseModel):
 
     id: int
     name: str
-    deleted_at: datetime | None
+    deleted_at: UTCTimestamp | None
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions.begin() as session:  # commit, or rollback on error
-        yield session
-
-
-DB = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ItemId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]  # an INTEGER column
 Responses = dict[int | str, dict[str, object]]  # OpenAPI: documented errors
 NOT_FOUND: Responses = {404: {"description": "No such live (or deleted) item"}}
 CONFLICT: Responses = {409: {"description": "A live item has this name"}}
+router = APIRouter()
 
 
-def error_reply(
-    code: int,
-) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def reply(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=code, content={"detail": str(exc)})
-
-    return reply
+@router.post("/items", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+async def create_one(body: ItemIn, session: SessionDep) -> ItemOut:
+    return ItemOut.model_validate(await create_item(session, body.name))
 
 
-def create_app(database_url: str) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_async_engine(database_url)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        app.state.sessions = create_session_factory(engine)
-        yield
-        await engine.dispose()
+@router.get("/items/deleted")  # before /items/{item_id}
+async def get_trash(
+    session: ReadSessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**6)] = 0,
+) -> list[ItemOut]:
+    trash = await list_trash(session, limit=limit, offset=offset)
+    return [ItemOut.model_validate(item) for item in trash]
 
-    app = FastAPI(lifespan=lifespan)
-    app.add_exception_handler(ItemNotFound, error_reply(404))
-    app.add_exception_handler(NameTaken, error_reply(409))
 
-    @app.post("/items", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
-    async def post_item(body: ItemIn, session: DB) -> ItemOut:
-        return ItemOut.model_validate(await create_item(session, body.name))
+@router.get("/items/{item_id}", responses=NOT_FOUND)
+async def get_one(item_id: ItemId, session: ReadSessionDep) -> ItemOut:
+    return ItemOut.model_validate(await get_item(session, item_id))
 
-    @app.get("/items/deleted")  # before /items/{item_id}
-    async def get_trash(
-        session: DB,
-        limit: Annotated[int, Query(ge=1, le=100)] = 50,
-        offset: Annotated[int, Query(ge=0, le=10**6)] = 0,
-    ) -> list[ItemOut]:
-        trash = await list_trash(session, limit=limit, offset=offset)
-        return [ItemOut.model_validate(item) for item in trash]
 
-    @app.get("/items/{item_id}", responses=NOT_FOUND)
-    async def get_one(item_id: ItemId, session: DB) -> ItemOut:
-        return ItemOut.model_validate(await get_item(session, item_id))
+@router.delete("/items/{item_id}", status_code=204, responses=NOT_FOUND)
+async def delete_one(item_id: ItemId, session: SessionDep) -> None:
+    await soft_delete_item(session, item_id)
 
-    @app.delete("/items/{item_id}", status_code=204, responses=NOT_FOUND)
-    async def delete_one(item_id: ItemId, session: DB) -> None:
-        await soft_delete_item(session, item_id)
 
-    @app.post("/items/{item_id}/restore", responses=NOT_FOUND | CONFLICT)
-    async def restore_one(item_id: ItemId, session: DB) -> ItemOut:
-        return ItemOut.model_validate(await restore_item(session, item_id))
-
-    return app
+@router.post("/items/{item_id}/restore", responses=NOT_FOUND | CONFLICT)
+async def restore_one(item_id: ItemId, session: SessionDep) -> ItemOut:
+    return ItemOut.model_validate(await restore_item(session, item_id))
 
 
 # --8<-- [end:app]
+
+
+# --8<-- [start:create_app]
+STATUS: dict[type[Exception], int] = {ItemNotFound: 404, NameTaken: 409}
+
+
+async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    code = next(c for kind, c in STATUS.items() if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=code)
+
+
+@asynccontextmanager
+async def soft_delete_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The foundation's lifespan, with sessions that skip deleted rows."""
+    engine = create_engine(app.state.database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)  # demo: see Migrations
+    reads = create_read_session_factory(engine)
+    app.state.sessions = skipping_deleted(create_session_factory(engine))
+    app.state.read_sessions = skipping_deleted(reads)
+    yield
+    await engine.dispose()
+
+
+def create_app(database_url: str) -> FastAPI:
+    app = FastAPI(lifespan=soft_delete_lifespan)
+    app.state.database_url = database_url
+    for kind in STATUS:  # the data layer's errors, one table
+        app.add_exception_handler(kind, domain_error)
+    app.add_exception_handler(DBAPIError, database_error)  # the rest
+    app.include_router(router)
+    return app
+
+
+# --8<-- [end:create_app]
 
 
 # --8<-- [start:demo_http]
@@ -822,13 +1058,13 @@ async def main() -> None:
             return f"sqlite+aiosqlite:///{Path(tmp) / name}"
 
         naive = await create_database(url("naive.db"))
-        naive_sessions = async_sessionmaker(naive, expire_on_commit=False)
+        naive_sessions = create_session_factory(naive)
         await demo_naive_clock(naive_sessions)
         await demo_naive(naive_sessions)
         await naive.dispose()
 
         engine = await create_database(url("soft_delete.db"))
-        sessions = create_session_factory(engine)
+        sessions = skipping_deleted(create_session_factory(engine))
         await demo_global_filter(engine, sessions)
         await demo_opt_in(sessions)
         await demo_identity_map(engine, sessions)

@@ -8,6 +8,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -18,30 +19,47 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     ForeignKey,
     Index,
+    MetaData,
     Select,
     SQLColumnExpression,
     String,
     and_,
     desc,
+    event,
+    false,
     func,
     or_,
     select,
 )
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.pool import ConnectionPoolEntry
 
 # --8<-- [end:imports]
 
 
 # --8<-- [start:models]
+# Constraint names the error classifier and Alembic can rely on.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Supplier(Base):
@@ -97,26 +115,79 @@ async def add_catalogue(session: AsyncSession) -> None:
 # --8<-- [end:data]
 
 
-# --8<-- [start:app_setup]
+# --8<-- [start:engine]
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    engine = create_async_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", begin_sqlite_transaction)
+    return engine
+
+
+def set_sqlite_pragmas(conn: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+    # The driver would send BEGIN late, or not at all: SQLAlchemy sends it.
+    conn.isolation_level = None
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")  # off by default, per connection
+    cursor.execute(
+        "PRAGMA journal_mode = WAL"
+    )  # readers never wait for writers
+    cursor.close()
+
+
+def begin_sqlite_transaction(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and
+    # then writes waits its turn instead of failing with "database is locked".
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def create_session_factory(engine: AsyncEngine) -> Sessions:
+    # expire_on_commit=False: objects stay readable after a commit instead of
+    # reloading on attribute access, which async code cannot do implicitly.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> Sessions:
+    # A deferred BEGIN on SQLite: reads take no write lock (no-op elsewhere).
+    return create_session_factory(
+        engine.execution_options(sqlite_begin="DEFERRED")
+    )
+
+
+# --8<-- [end:engine]
+
+
+# --8<-- [start:lifespan]
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_async_engine(app.state.database_url)
+    engine = create_engine(app.state.database_url)
     async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-    app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        await conn.run_sync(Base.metadata.create_all)  # demo: see Migrations
+    app.state.sessions = create_session_factory(engine)
+    app.state.read_sessions = create_read_session_factory(engine)
     yield
-    await engine.dispose()
+    await engine.dispose()  # close pooled connections on shutdown
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session:  # read-only endpoints: nothing to commit
+# --8<-- [end:lifespan]
+
+
+# --8<-- [start:dependency]
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: Sessions = request.app.state.read_sessions
+    async with sessions() as session:  # never commits: closing rolls back
         yield session
 
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# --8<-- [end:dependency]
 
 
+# --8<-- [start:app_setup]
 def create_app(database_url: str) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     app.state.database_url = database_url
@@ -132,7 +203,7 @@ def create_app(database_url: str) -> FastAPI:
 def add_naive_route(app: FastAPI) -> None:
     @app.get("/naive/products")
     async def list_products_naive(
-        session: Session, sort_by: str = "id", order: str = "asc"
+        session: ReadSessionDep, sort_by: str = "id", order: str = "asc"
     ) -> list[ProductOut]:
         column = getattr(Product, sort_by)  # any attribute the user names!
         key = desc(column) if order == "desc" else column
@@ -176,6 +247,65 @@ async def demo_naive_direction(client: httpx.AsyncClient) -> None:
 # --8<-- [end:demo_naive_direction]
 
 
+# --8<-- [start:keyset_foundation]
+@dataclass(frozen=True)
+class OrderKey:
+    """One column of an ORDER BY. The rule: NULL sorts below every value."""
+
+    column: ColumnElement[Any]
+    descending: bool = False
+    nullable: bool = False
+
+    def order_by(self) -> ColumnElement[Any]:
+        if self.descending:
+            order = self.column.desc()
+            return order.nulls_last() if self.nullable else order
+        order = self.column.asc()
+        return order.nulls_first() if self.nullable else order
+
+    def reversed(self) -> "OrderKey":
+        return OrderKey(self.column, not self.descending, self.nullable)
+
+
+def after(
+    keys: Sequence[OrderKey], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the order of `keys`."""
+    branches = []
+    for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+        ties = [equals(k, v) for k, v in zip(keys[:i], values[:i], strict=True)]
+        branches.append(and_(*ties, beyond(key, value)))
+    return or_(*branches)
+
+
+def equals(key: OrderKey, value: Any) -> ColumnElement[bool]:
+    return key.column.is_(None) if value is None else key.column == value
+
+
+def beyond(key: OrderKey, value: Any) -> ColumnElement[bool]:
+    if value is None:  # NULL is lowest: after it come the values, ascending
+        if key.descending or not key.nullable:
+            return false()
+        return key.column.is_not(None)
+    if not key.descending:
+        above: ColumnElement[bool] = key.column > value
+        return above
+    below: ColumnElement[bool] = key.column < value
+    if key.nullable:
+        return or_(below, key.column.is_(None))
+    return below
+
+
+def before(
+    keys: Sequence[OrderKey], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly before `values`: `after` in the reversed order."""
+    return after([key.reversed() for key in keys], values)
+
+
+# --8<-- [end:keyset_foundation]
+
+
 # --8<-- [start:whitelist]
 class SortField(StrEnum):
     """The public sort fields: the only names a client may send."""
@@ -187,13 +317,13 @@ class SortField(StrEnum):
 
 
 # Public name -> what the database sorts by. Text sorts by lower(): see below.
-SORT_COLUMNS: dict[SortField, SQLColumnExpression[Any]] = {
-    SortField.id: Product.id,
+SORT_COLUMNS: dict[SortField, ColumnElement[Any]] = {
+    SortField.id: Product.id.expression,
     SortField.name: func.lower(Product.name),
-    SortField.category: Product.category,
-    SortField.price: Product.price,
+    SortField.category: Product.category.expression,
+    SortField.price: Product.price.expression,
 }
-NULLABLE = {SortField.price}  # their NULLs go last, in both directions
+NULLABLE = {SortField.price}  # NULL sorts below every value: see OrderKey
 MAX_SORT_FIELDS = 3
 ALLOWED = ", ".join(SortField)  # id, name, category, price
 
@@ -207,23 +337,23 @@ def parse_sort(text: str) -> list[SortKey]:
     """'-price,name' -> [price descending, name ascending], or ValueError."""
     terms = text.split(",")
     if len(terms) > MAX_SORT_FIELDS:
-        raise invalid(f"{len(terms)} sort fields, at most {MAX_SORT_FIELDS}")
+        raise bad_sort(f"{len(terms)} sort fields, at most {MAX_SORT_FIELDS}")
     keys: list[SortKey] = []
     for term in terms:
         name = term.removeprefix("-")
         if not name:
-            raise invalid(f"empty sort field in {text!r}")
+            raise bad_sort(f"empty sort field in {text!r}")
         try:
             field = SortField(name)  # the whitelist: never getattr
         except ValueError:
-            raise invalid(f"unknown sort field {name!r}") from None
+            raise bad_sort(f"unknown sort field {name!r}") from None
         if any(key.field == field for key in keys):
-            raise invalid(f"sort field {name!r} given twice")
+            raise bad_sort(f"sort field {name!r} given twice")
         keys.append(SortKey(field, descending=term.startswith("-")))
     return keys
 
 
-def invalid(problem: str) -> ValueError:
+def bad_sort(problem: str) -> ValueError:
     return ValueError(f"{problem}; allowed: {ALLOWED} (- for descending)")
 
 
@@ -231,30 +361,19 @@ def invalid(problem: str) -> ValueError:
 
 
 # --8<-- [start:order_by]
-class SortTerm(NamedTuple):
-    column: SQLColumnExpression[Any]
-    descending: bool
-    nullable: bool
-
-
-def sort_terms(keys: Sequence[SortKey]) -> list[SortTerm]:
+def sort_terms(keys: Sequence[SortKey]) -> list[OrderKey]:
     """The keys as columns, with the primary key appended as the tiebreaker."""
     terms = [
-        SortTerm(SORT_COLUMNS[k.field], k.descending, k.field in NULLABLE)
+        OrderKey(SORT_COLUMNS[k.field], k.descending, k.field in NULLABLE)
         for k in keys
     ]
     if all(k.field != SortField.id for k in keys):
-        terms.append(SortTerm(SORT_COLUMNS[SortField.id], False, False))
+        terms.append(OrderKey(SORT_COLUMNS[SortField.id]))
     return terms
 
 
-def order_by(terms: Sequence[SortTerm]) -> list[ColumnElement[Any]]:
-    clauses: list[ColumnElement[Any]] = []
-    for term in terms:
-        clause = term.column.desc() if term.descending else term.column.asc()
-        # SQLite puts NULLs first, PostgreSQL last: say which, every time.
-        clauses.append(clause.nulls_last() if term.nullable else clause)
-    return clauses
+def order_by(terms: Sequence[OrderKey]) -> list[ColumnElement[Any]]:
+    return [term.order_by() for term in terms]  # NULLS FIRST/LAST: the rule
 
 
 def sorted_products(keys: Sequence[SortKey], limit: int) -> Select[Any]:
@@ -286,7 +405,7 @@ def sort_keys(
 def add_sorted_route(app: FastAPI) -> None:
     @app.get("/products")
     async def list_products(
-        session: Session,
+        session: ReadSessionDep,
         keys: Annotated[list[SortKey], Depends(sort_keys)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> list[ProductOut]:
@@ -310,10 +429,10 @@ async def demo_sorted(client: httpx.AsyncClient) -> None:
         #> -price,name: price DESC NULLS LAST, lower(name) ASC, id ASC
         #> category,-id: category ASC, id DESC
 
-    for sort in ["price", "-price"]:  # NULL last in both directions
+    for sort in ["price", "-price"]:  # NULL lowest: first, then last
         reply = await client.get("/products", params={"sort": sort})
         print(sort, [p["price"] for p in reply.json()])
-        #> price [80, 120, 120, 250, None]
+        #> price [None, 80, 120, 120, 250]
         #> -price [250, 120, 120, 80, None]
 
 
@@ -351,7 +470,7 @@ async def demo_errors(client: httpx.AsyncClient) -> None:
 CASE_BLIND = {"sqlite": "NOCASE", "postgresql": "und-x-icu"}
 
 
-async def demo_case(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_case(sessions: Sessions) -> None:
     async with sessions() as session:
         dialect = (await session.connection()).dialect.name
         by_name = await names_ordered_by(session, Product.name)
@@ -377,33 +496,15 @@ async def names_ordered_by(
 
 
 # --8<-- [start:keyset]
-Cursor = tuple[Any, ...]  # the last row's sort values, tiebreaker included
+LastRow = tuple[Any, ...]  # the last row's sort values, tiebreaker included
 
 
-def after(terms: Sequence[SortTerm], cursor: Cursor) -> ColumnElement[bool]:
-    """Rows that come after `cursor` in the order of `terms` (NULLs last)."""
-    alternatives = []
-    for i, (term, value) in enumerate(zip(terms, cursor, strict=True)):
-        if value is None:
-            continue  # nothing sorts after a NULL: NULLs are last
-        column = term.column
-        beyond = column < value if term.descending else column > value
-        if term.nullable:
-            beyond = or_(beyond, column.is_(None))
-        same_before = [
-            t.column.is_(None) if v is None else t.column == v
-            for t, v in zip(terms[:i], cursor[:i], strict=True)
-        ]
-        alternatives.append(and_(*same_before, beyond))
-    return or_(*alternatives)
-
-
-async def keyset_page(
+async def sorted_page(
     session: AsyncSession,
     keys: Sequence[SortKey],
-    cursor: Cursor | None,
+    cursor: LastRow | None,
     limit: int,
-) -> tuple[list[Product], Cursor | None]:
+) -> tuple[list[Product], LastRow | None]:
     terms = sort_terms(keys)
     columns = [term.column for term in terms]
     query = select(Product, *columns).order_by(*order_by(terms))
@@ -419,12 +520,12 @@ async def keyset_page(
 
 
 # --8<-- [start:demo_keyset]
-async def demo_keyset(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_keyset(sessions: Sessions) -> None:
     keys = parse_sort("-price,name")
-    cursor: Cursor | None = None
+    cursor: LastRow | None = None
     async with sessions() as session:
         while True:
-            page, cursor = await keyset_page(session, keys, cursor, limit=2)
+            page, cursor = await sorted_page(session, keys, cursor, limit=2)
             print([p.name for p in page], "next:", cursor)
             #> ['bread', 'apple'] next: (120, 'apple', 2)
             #> ['Apricot', 'Banana'] next: (80, 'banana', 1)
@@ -470,7 +571,7 @@ async def explain(session: AsyncSession, query: Select[Any]) -> list[str]:
 
 
 # --8<-- [start:demo_index]
-async def demo_index(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def demo_index(sessions: Sessions) -> None:
     async with sessions() as session:
         plans = {
             sort: await explain(session, sorted_products(parse_sort(sort), 20))
@@ -503,9 +604,9 @@ async def main() -> None:
                 await demo_naive_direction(client)
                 await demo_sorted(client)
                 await demo_errors(client)
-            await demo_case(app.state.sessions)
-            await demo_keyset(app.state.sessions)
-            await demo_index(app.state.sessions)
+            await demo_case(app.state.read_sessions)
+            await demo_keyset(app.state.read_sessions)
+            await demo_index(app.state.read_sessions)
 
 
 if __name__ == "__main__":

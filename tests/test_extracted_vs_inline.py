@@ -9,21 +9,33 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Request
+from fastapi.routing import APIRoute
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.extracted_vs_inline import (
+    Base,
     DuplicateNameError,
     Item,
     ItemCreate,
     ItemNotFoundError,
     ItemUpdate,
+    ItemUpdateNullable,
+    Problem,
+    SessionDep,
+    allows_null,
+    classify,
     client_for,
     create_app,
     create_item,
+    create_item_naive,
     delete_item,
     get_item,
+    get_or_create_item,
+    get_read_session,
+    get_session,
     update_item,
 )
 
@@ -225,11 +237,152 @@ async def test_data_layer_raises_domain_errors_not_http_errors(database_url: str
         with pytest.raises(ItemNotFoundError):
             await delete_item(session, 7)
         await create_item(session, ItemCreate.model_validate(PEN))
-        with pytest.raises(DuplicateNameError, match="'Pen' already exists"):
+        with pytest.raises(IntegrityError) as duplicate:
             await create_item(session, ItemCreate.model_validate(PEN))
+        assert classify(duplicate.value, Base.metadata).kind is Problem.UNIQUE
 
 
 async def test_openapi_documents_both_styles(client):
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/items", "/items/{item_id}", "/items/batch", "/inline/items"} <= set(paths)
     assert "422" in paths["/items"]["post"]["responses"]
+
+
+# --- PATCH: omitted is unchanged, null is refused, and the schema says so ----
+
+
+def patch_bodies(openapi: dict) -> list[dict]:
+    """The JSON schema of every PATCH request body, $refs resolved."""
+    bodies = []
+    for path in openapi["paths"].values():
+        if "patch" not in path or "requestBody" not in path["patch"]:
+            continue
+        schema = path["patch"]["requestBody"]["content"]["application/json"]
+        ref = schema["schema"].get("$ref", "")
+        if ref:
+            schema = openapi["components"]["schemas"][ref.split("/")[-1]]
+        else:
+            schema = schema["schema"]
+        bodies.append(schema)
+    return bodies
+
+
+async def test_no_published_patch_property_allows_null(client):
+    openapi = (await client.get("/openapi.json")).json()
+    bodies = patch_bodies(openapi)
+    assert any("properties" in body for body in bodies)  # ItemUpdate is there
+    for body in bodies:
+        for name, prop in body.get("properties", {}).items():
+            assert not allows_null(prop), name
+            assert "default" not in prop, name  # omitted means unchanged
+
+
+def test_naive_optional_patch_model_publishes_null_then_refuses_it():
+    schema = ItemUpdateNullable.model_json_schema()["properties"]
+    assert all(allows_null(prop) for prop in schema.values())
+    with pytest.raises(ValueError, match="may be omitted, but not null"):
+        ItemUpdateNullable.model_validate({"name": None})
+
+
+async def test_patch_explicit_null_is_422_and_omitted_is_unchanged(client):
+    created = (await client.post("/items", json=PEN)).json()
+    url = f"/items/{created['id']}"
+    assert (await client.patch(url, json={"stock": None})).status_code == 422
+    reply = await client.patch(url, json={"price": "2.00"})
+    assert reply.json() == {**created, "price": "2.00"}  # name, stock kept
+
+
+def test_patch_model_changes_are_only_the_fields_sent():
+    assert ItemUpdate.model_validate({"stock": 3}).changes() == {"stock": 3}
+    assert ItemUpdate.model_validate({}).changes() == {}
+
+
+# --- database errors: a duplicate is a duplicate, and nothing else is ---------
+
+
+async def test_naive_data_layer_reports_a_check_failure_as_a_duplicate(
+    database_url: str,
+):
+    app = create_app(database_url)
+    free = ItemCreate.model_construct(name="Free", price=Decimal(-1), stock=0)
+    async with client_for(app), app.state.sessions() as session:
+        with pytest.raises(DuplicateNameError, match="'Free' already exists"):
+            await create_item_naive(session, free)
+        await session.rollback()
+        assert await session.scalar(select(func.count()).select_from(Item)) == 0
+
+
+async def test_check_failure_is_422_not_a_duplicate(database_url: str):
+    app = create_app(database_url)
+
+    @app.post("/unvalidated")  # as if the schema had missed the rule
+    async def post_unvalidated(body: dict[str, Any], session: SessionDep) -> None:
+        price = Decimal(body["price"])
+        data = ItemCreate.model_construct(name=body["name"], price=price, stock=0)
+        await create_item(session, data)
+
+    async with client_for(app) as c:
+        reply = await c.post("/unvalidated", json={"name": "Free", "price": -1})
+    assert reply.status_code == 422
+    detail = reply.json()["detail"]
+    assert detail == "ck_items_price_not_negative: breaks a check constraint"
+    assert "already exists" not in detail
+
+
+async def test_duplicate_name_is_409_naming_the_field(client):
+    await client.post("/items", json=PEN)
+    reply = await client.post("/items", json=PEN)
+    assert reply.json() == {"detail": "name already exists"}
+
+
+# --- get-or-create in a savepoint -------------------------------------------
+
+
+async def test_get_or_create_returns_the_existing_item(database_url: str):
+    app = create_app(database_url)
+    async with client_for(app):
+        async with app.state.sessions.begin() as session:
+            first = await get_or_create_item(session, ItemCreate.model_validate(PEN))
+            again = await get_or_create_item(session, ItemCreate.model_validate(PEN))
+            assert again.id == first.id
+        async with app.state.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Item)) == 1
+
+
+async def test_get_or_create_as_first_statement_rolls_back_with_the_transaction(
+    database_url: str,
+):
+    """On SQLite, the SAVEPOINT must not start (and commit) a transaction."""
+    app = create_app(database_url)
+    async with client_for(app):
+        async with app.state.sessions() as session:
+            await get_or_create_item(session, ItemCreate.model_validate(PEN))
+            await session.rollback()
+        async with app.state.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Item)) == 0
+
+
+# --- the dependencies ---------------------------------------------------------
+
+
+def dependencies_of(route: APIRoute) -> set[object]:
+    found, stack = set(), [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        found.add(dependant.call)
+        stack.extend(dependant.dependencies)
+    return found
+
+
+async def test_every_get_reads_and_every_extracted_write_uses_session_dep(
+    database_url: str,
+):
+    app = create_app(database_url)
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    for route in routes:
+        calls = dependencies_of(route)
+        if route.methods == {"GET"}:
+            assert get_read_session in calls, route.path
+            assert get_session not in calls, route.path
+        elif not route.path.startswith("/inline"):
+            assert get_session in calls, route.path

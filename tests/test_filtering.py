@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from snippets.filtering import (
     add_many_rows,
     add_seed_items,
     at,
+    bound_plan,
     client_for,
     create_app,
     fold,
@@ -33,7 +35,6 @@ from snippets.filtering import (
     name_contains,
     name_search_contains,
     newest_in,
-    query_plan,
     tell_story,
 )
 
@@ -156,6 +157,66 @@ async def test_bounds_are_as_documented_and_times_compare_as_instants(
     for same in (ten_in_paris.isoformat(), "2026-03-01T04:00:00-05:00"):
         params = {"created_after": same, "max_price": 450}
         assert names(await client.get("/items", params=params)) == ["Tea cup"]
+
+
+async def test_client_datetimes_need_an_offset_and_are_read_as_utc(
+    sqlite_client: httpx.AsyncClient,
+):
+    """UTCTimestamp: parsing is Python's, the same on both databases."""
+    naive = await sqlite_client.get(
+        "/items", params={"created_after": "2026-03-01T09:00:00"}
+    )
+    error = naive.json()["detail"][0]
+    assert naive.status_code == 422
+    assert (error["loc"], error["msg"]) == (
+        ["query", "created_after"],
+        "Input should have timezone info",
+    )
+    kathmandu = ItemFilter.model_validate({"created_after": "2026-03-01T14:45+05:45"})
+    assert kathmandu.created_after == at(1, 9)
+    assert kathmandu.created_after.tzinfo is UTC
+    reply = await sqlite_client.get(
+        "/items", params={"created_after": "2026-03-03T05:45:00+05:45"}
+    )
+    assert [item["created_at"] for item in reply.json()] == [
+        "2026-03-03T00:00:00+00:00"  # written back in UTC, with +00:00
+    ]
+
+
+@pytest.fixture
+def st_johns(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local zone: Newfoundland, UTC-03:30 in early March."""
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_naive_created_at_is_stored_as_local_time_by_asyncpg(
+    postgres_url: str, st_johns: None
+):
+    """asyncpg-only: DateTime(timezone=True) is timestamptz, and asyncpg
+    encodes a naive value with astimezone(utc): as the process's local time."""
+    app = create_app(postgres_url)
+    nine_utc_meant = datetime(2026, 3, 1, 9, 0)  # noqa: DTZ001 - the trap
+    async with app.router.lifespan_context(app), app.state.sessions() as session:
+        naive = NaiveItem(
+            name="clock",
+            category="c",
+            status="draft",
+            price=1,
+            created_at=nine_utc_meant,
+        )
+        session.add(naive)
+        await session.flush()
+        stored = await session.scalar(select(NaiveItem.created_at))
+        assert stored == datetime(2026, 3, 1, 12, 30, tzinfo=UTC)  # 3.5 hours off
+        item = Item(name="clock", category="c", status="draft", price=1)
+        item.created_at = nine_utc_meant
+        session.add(item)
+        with pytest.raises(StatementError, match="naive datetime"):
+            await session.flush()  # UTCDateTime refuses it on both databases
 
 
 # --- falsy values and the naive filter ---------------------------------------
@@ -397,8 +458,8 @@ async def plans(app: FastAPI) -> tuple[str, str]:
     async with app.state.sessions.begin() as session:
         await add_many_rows(session, 1500)
     async with app.state.sessions() as session:
-        naive = "\n".join(await query_plan(session, newest_in(NaiveItem)))
-        fixed = "\n".join(await query_plan(session, newest_in(Item)))
+        naive = "\n".join(await bound_plan(session, newest_in(NaiveItem)))
+        fixed = "\n".join(await bound_plan(session, newest_in(Item)))
     return naive, fixed
 
 
@@ -416,7 +477,7 @@ async def test_sqlite_substring_search_reads_every_row(sqlite_url: str):
     app = create_app(sqlite_url)
     async with app.router.lifespan_context(app), app.state.sessions() as session:
         query = select(Item).where(name_search_contains("cup"))
-        assert await query_plan(session, query) == ["SCAN items"]
+        assert await bound_plan(session, query) == ["SCAN items"]
 
 
 # --- PostgreSQL: what the page's PostgreSQL tabs show is what it prints -------

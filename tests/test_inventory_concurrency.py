@@ -8,6 +8,7 @@ implementation (read, decide in Python, write) interleaves at its awaits.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,11 +16,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
-from snippets.inventory.database import create_engine, create_session_factory
+from snippets.inventory.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    with_soft_delete,
+)
 from snippets.inventory.models import Base, Item, Order, OrderLine
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -98,6 +104,110 @@ async def test_concurrent_if_match_updates_have_one_winner_per_version(
         item = (await client.get("/items/1")).json()
         assert item["version"] == version + 1
         assert item["stock"] == winner.json()["stock"]  # the winner's write
+
+
+async def test_concurrent_conditional_updates_and_deletes_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0)
+    first = {"If-Match": '"1"'}
+    replies = await asyncio.gather(
+        *(client.patch("/items/1", json={"stock": 1}, headers=first) for _ in range(4)),
+        *(client.delete("/items/1", headers=first) for _ in range(4)),
+    )
+    codes = [reply.status_code for reply in replies]
+    assert sum(code in (200, 204) for code in codes) == 1, codes
+    # The losers saw version 2 (412), or the item already deleted (404).
+    assert all(code in (200, 204, 404, 412) for code in codes), codes
+    [(version, _)] = (await state_with_deleted(sessions)).values()
+    assert version == 2
+
+
+async def test_concurrent_restores_with_if_match_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0)
+    assert (await client.delete("/items/1")).status_code == 204
+    trash = {"If-Match": '"2"'}
+    replies = await asyncio.gather(
+        *(client.post("/items/1/restore", headers=trash) for _ in range(6))
+    )
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes == [200] + [404] * 5  # restored: no longer in the trash
+    assert await state(sessions) == {1: (3, 0)}
+
+
+async def test_concurrent_bulk_patches_with_expected_versions_have_one_winner(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    await create_items(client, 0, 0, 0)
+    read = {"1": 1, "2": 1, "3": 1}
+    replies = await asyncio.gather(
+        *(
+            client.patch(
+                "/items/bulk",
+                json={
+                    "ids": [3, 1, 2],
+                    "values": {"stock": n},
+                    "expected_versions": read,
+                },
+            )
+            for n in range(6)
+        )
+    )
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes == [200] + [409] * 5
+    stocks = {stock for _, stock in (await state(sessions)).values()}
+    assert len(stocks) == 1  # one writer's values, on every item
+    assert {v for v, _ in (await state(sessions)).values()} == {2}
+
+
+async def test_clients_that_send_the_version_they_read_never_lose_an_update(
+    client: httpx.AsyncClient, sessions: Sessions
+):
+    """Eight clients each add 1 to the stock: read, compute, write with the
+    version read, and on a conflict read again. Through PATCH (If-Match) and
+    through a bulk PATCH (expected_versions), every increment is kept."""
+    await create_items(client, 0)
+    all_read = asyncio.Barrier(8)  # first attempts: everyone reads version 1
+
+    async def add_one(bulk: bool) -> int:
+        for attempt in range(1, 100):
+            item = (await client.get("/items/1")).json()
+            stock, version = item["stock"] + 1, item["version"]
+            if attempt == 1:
+                await all_read.wait()
+            if bulk:
+                reply = await client.patch(
+                    "/items/bulk",
+                    json={
+                        "ids": [1],
+                        "values": {"stock": stock},
+                        "expected_versions": {"1": version},
+                    },
+                )
+            else:
+                reply = await client.patch(
+                    "/items/1",
+                    json={"stock": stock},
+                    headers={"If-Match": f'"{version}"'},
+                )
+            if reply.status_code == 200:
+                return attempt
+            assert reply.status_code in (409, 412), reply.text
+        raise AssertionError("never won")
+
+    attempts = await asyncio.gather(*(add_one(bulk=n % 2 == 1) for n in range(8)))
+    assert await state(sessions) == {1: (9, 8)}  # 8 writes, 8 increments
+    assert sum(attempts) >= 8 + 7  # 7 first attempts lost, and retried
+
+
+async def state_with_deleted(sessions: Sessions) -> dict[int, tuple[int, int]]:
+    """id -> (version, stock) of every item, deleted ones included."""
+    async with sessions() as session:
+        query = select(Item.id, Item.version, Item.stock)
+        rows = await session.execute(query.execution_options(include_deleted=True))
+        return {i: (v, s) for i, v, s in rows.all()}
 
 
 async def test_twenty_concurrent_orders_against_a_stock_of_five(
@@ -193,13 +303,15 @@ async def test_a_crash_after_a_bulk_insert_leaves_nothing(
     assert await count(sessions, Item) == 0
 
 
-async def test_sqlite_writers_wait_for_the_lock_on_every_connection(sqlite_url: str):
-    """SQLite only: the pragmas that make the tests above pass on SQLite.
+async def test_sqlite_connections_wait_for_the_lock_with_wal_and_foreign_keys(
+    sqlite_url: str,
+):
+    """SQLite only: the settings every connection of the engine has.
 
-    busy_timeout makes a writer wait for the write lock instead of failing
-    with "database is locked"; WAL lets readers go on meanwhile.
+    A 5 s busy timeout (Python's sqlite3 default) makes a writer wait for the
+    write lock instead of failing; WAL lets readers go on meanwhile.
     """
-    engine = create_engine(sqlite_url)
+    engine = create_engine(sqlite_url).execution_options(sqlite_begin="DEFERRED")
     try:
         connections = [await engine.connect() for _ in range(3)]
         for conn in connections:
@@ -214,23 +326,41 @@ async def test_sqlite_writers_wait_for_the_lock_on_every_connection(sqlite_url: 
         await engine.dispose()
 
 
-async def test_sqlite_transactions_begin_at_the_first_write(sqlite_url: str):
-    """SQLite only: why busy_timeout suffices here, without BEGIN IMMEDIATE.
+def write_lock_is_free(path: str) -> bool:
+    """Can another connection take the write lock right now?"""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:  # database is locked
+        return False
+    finally:
+        other.close()
 
-    The driver sends BEGIN just before the first INSERT/UPDATE, so every write
-    path takes the write lock with its first write (waiting for it), instead
-    of reading in a transaction and then failing to upgrade its lock.
+
+async def test_sqlite_write_sessions_lock_at_begin_read_sessions_never(
+    sqlite_url: str,
+):
+    """SQLite only: the foundation's BEGIN modes, as the API uses them.
+
+    A write session takes the write lock with its first statement, a read,
+    so its read-then-write cannot fail with SQLITE_BUSY_SNAPSHOT; a read
+    session (every GET) takes none, so it never holds a writer up.
     """
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
     engine = create_engine(sqlite_url)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     try:
-        async with create_session_factory(engine).begin() as session:
-            conn = await session.connection()
-            raw = (await conn.get_raw_connection()).driver_connection
-            await session.scalars(select(Item.id).with_for_update())
-            assert not raw.in_transaction
-            await session.execute(update(Item).values(stock=Item.stock))
-            assert raw.in_transaction
+        writes = with_soft_delete(create_session_factory(engine))
+        reads = with_soft_delete(create_read_session_factory(engine))
+        async with reads() as session:
+            await session.scalars(select(Item.id))
+            assert write_lock_is_free(path)
+        async with writes.begin() as session:
+            await session.scalars(select(Item.id))
+            assert not write_lock_is_free(path)
+        assert write_lock_is_free(path)
     finally:
         await engine.dispose()

@@ -187,6 +187,8 @@ async def test_unparsable_bodies_are_400_and_wrong_shapes_422(
 async def test_hostile_urls_and_headers_never_yield_a_5xx(
     client: httpx.AsyncClient, app: FastAPI
 ):
+    trash = await client.post("/items", json={**ITEM, "name": "in the trash"})
+    assert (await client.delete(f"/items/{trash.json()['id']}")).status_code == 204
     before = await snapshot(app.state.sessions)
     problems = []
     for url in HOSTILE_URLS:
@@ -200,5 +202,12 @@ async def test_hostile_urls_and_headers_never_yield_a_5xx(
         )
         if reply.status_code != 412:
             problems.append((etag, reply.status_code))
+        for method, url in (("DELETE", "/items/1"), ("POST", "/items/2/restore")):
+            reply = await client.request(method, url, headers={"If-Match": etag})
+            if reply.status_code != 412:  # 1 live, 2 deleted: only stale
+                problems.append((method, etag, reply.status_code))
+        reply = await client.get("/items/1", headers={"If-None-Match": etag})
+        if reply.status_code != 200:  # never the current ETag
+            problems.append(("If-None-Match", etag, reply.status_code))
     assert not problems
     assert await snapshot(app.state.sessions) == before

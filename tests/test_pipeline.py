@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -260,3 +262,102 @@ def test_every_pitfall_shows_naive_and_fix_and_names_existing_tests():
             source = (ROOT / "tests" / file).read_text()
             defined = re.search(rf"^(async )?def {name}\(", source, re.MULTILINE)
             assert defined, f"{title}: no test {file}::{name}"
+
+
+# --- One foundation: the same name means the same code ----------------------
+# The rules of /work/shared/hooks/same_name.py: every snippet module and the
+# reference API (routers excluded: a route shares its data-layer function's
+# name by design), top-level functions and classes, compared as AST-unparsed
+# source without their docstring (comments never reach the AST); demo_*(),
+# main() and each page's Base are the page's own by design.
+DRIFT_FILES = sorted(
+    p
+    for p in SNIPPETS.rglob("*.py")
+    if (p.name != "__init__.py" or p.parent.name == "inventory")
+    and "routers" not in p.relative_to(SNIPPETS).parts
+)
+NOT_COMPARED = {"main", "Base"}
+PAGE_SPECIFIC = {
+    # A page's own models: their columns are the page's lesson.
+    "Item",  # each page's item: versioned, soft-deleted, indexed...
+    "Order",  # transactions' order vs the reference API's
+    "OrderLine",  # the same, for its lines
+    "Product",  # bulk's and sorting's own tables
+    # A page's own API schemas: they follow its model and its lesson.
+    "ItemCreate",  # the fields a page's item is created with
+    "ItemOut",  # the fields a page's item publishes
+    "ItemPatch",  # a resource's PATCH fields (their base, PatchModel, is shared)
+    "KeysetPage",  # the page envelope: pagination's lesson vs the API's contract
+    "OrderIn",  # the order a page accepts
+    "LineIn",  # an order line a page accepts (transactions, relationships)
+    "LineOut",  # an order line a page returns
+    "OrderOut",  # the order a page returns
+    # A page's own data layer: the query or write is the page's lesson.
+    "create_item",  # plain, versioned, soft-delete aware...
+    "get_item",  # with or without deleted rows, locked or not
+    "update_item",  # a PATCH, a compare-and-swap...
+    "delete_item",  # hard delete vs soft delete
+    "list_items",  # each page's listing
+    "restore_item",  # soft delete's recipe vs the API's, with If-Match
+    "keyset_page",  # each program's own query around the shared predicate
+    # A program's own domain errors: each derives from its program's base.
+    "ItemNotFoundError",  # the message each page prints
+    "ItemNotFound",  # the reference API's vs soft delete's
+    "NameTaken",  # the reference API's vs soft delete's
+    "BadCursor",  # the reference API's vs pagination's
+    # A page's own app: its routes are its demonstration.
+    "create_app",  # each page wires its own routes and handlers
+    # Story helpers: they shape what their page prints.
+    "short",  # how much of an error message a page shows
+    "show",  # how a page prints a response
+    "count",  # a row count for the page's demos
+    "client_for",  # an in-process client, as the page's demos use it
+    "explain",  # a query plan, as the page prints it
+    "query_plan",  # the same, on the pages that call it so
+}
+
+
+def compared_source(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> str:
+    """The definition as the AST has it, without its docstring."""
+    first = node.body[0] if node.body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        node = copy.copy(node)
+        node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(node)
+
+
+def shared_definitions() -> dict[str, dict[str, str]]:
+    """{name: {file: source}} for every name defined in two or more files."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    for path in DRIFT_FILES:
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            ):
+                continue
+            if node.name.startswith("demo_") or node.name in NOT_COMPARED:
+                continue
+            found[node.name][rel(path)] = compared_source(node)
+    return {name: files for name, files in found.items() if len(files) > 1}
+
+
+SHARED = shared_definitions()
+
+
+def test_the_drift_check_sees_the_foundation():
+    """The check compares something: the foundation is defined on many pages."""
+    assert {"create_engine", "get_session", "lifespan"} <= set(SHARED)
+    assert not PAGE_SPECIFIC & {"create_engine", "get_session", "lifespan"}
+
+
+@pytest.mark.parametrize("name", sorted(set(SHARED) - PAGE_SPECIFIC))
+def test_same_name_means_same_code(name: str):
+    """A copy of the foundation (or any shared recipe) is byte-identical code.
+
+    Need something different? Give it another name, and say why on the page.
+    """
+    versions: dict[str, list[str]] = defaultdict(list)
+    for file, source in SHARED[name].items():
+        versions[source].append(file)
+    groups = " | ".join(", ".join(files) for files in versions.values())
+    assert len(versions) == 1, f"{name} differs between: {groups}"

@@ -118,3 +118,10 @@ def test_zensical_builds(tmp_path: Path):
     for stem in nb.section_stems():
         assert (site / stem / "index.html").is_file()
         assert (site / "notebooks" / f"{stem}.ipynb").is_file()
+
+
+def test_make_docs_reloads_when_a_snippet_changes():
+    """mkdocs serve watches docs/ and mkdocs.yml only; pages include snippets/."""
+    makefile = (ROOT / "Makefile").read_text()
+    serve = next(line for line in makefile.splitlines() if "mkdocs serve" in line)
+    assert "--watch snippets" in serve

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
 from sqlalchemy import exists, false, func, select, text
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
 from snippets.soft_delete import (
+    LIVE_NAME,
+    Base,
     Category,
     Item,
     ItemNotFound,
     NaiveStamp,
     NameTaken,
     Note,
+    Problem,
     capture_sql,
+    classify,
     create_app,
     create_database,
+    create_engine,
     create_item,
     create_session_factory,
     get_item,
@@ -33,9 +39,11 @@ from snippets.soft_delete import (
     naive_rename_item,
     naive_soft_delete,
     naive_utcnow,
+    name_must_be_free,
     purge_deleted,
     query_plan,
     restore_item,
+    skipping_deleted,
     soft_delete_item,
 )
 
@@ -53,13 +61,13 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> Sessions:
-    return create_session_factory(engine)
+    return skipping_deleted(create_session_factory(engine))
 
 
 @pytest.fixture
 def plain_sessions(engine: AsyncEngine) -> Sessions:
     """What most tutorials use: no global filter."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return create_session_factory(engine)
 
 
 async def trash(sessions: Sessions, *item_ids: int, now: datetime = NOW) -> None:
@@ -188,8 +196,9 @@ async def test_filter_adds_deleted_at_is_null_to_the_sql(
         with capture_sql(engine) as sent:
             await session.scalars(select(Item))
             await session.scalar(select(func.count(Item.id)))
-    assert len(sent) == 2
-    assert all("items.deleted_at IS NULL" in s.statement for s in sent)
+    selects = [s for s in sent if not s.statement.startswith("BEGIN")]
+    assert len(selects) == 2
+    assert all("items.deleted_at IS NULL" in s.statement for s in selects)
 
 
 async def test_include_deleted_opts_in_one_statement_and_its_eager_loads(
@@ -292,15 +301,99 @@ async def test_an_aware_time_in_a_plain_datetime_column_splits_the_backends(
     assert stored.replace(tzinfo=UTC) != paris_noon  # read as UTC: 2 hours off
 
 
+@pytest.fixture
+def st_johns(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local zone: Newfoundland, UTC-03:30 in January."""
+    monkeypatch.setenv("TZ", "America/St_Johns")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_asyncpg_stores_a_naive_datetime_in_timestamptz_as_local_time(
+    postgres_url: str, st_johns: None
+):
+    """asyncpg-only: its timestamptz encoder converts with astimezone(utc),
+    which reads a naive value as the process's local time."""
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE stamps (at timestamptz)"))
+            noon = datetime(2026, 1, 15, 12, 0)  # noqa: DTZ001 - the trap
+            await conn.execute(text("INSERT INTO stamps VALUES (:at)"), {"at": noon})
+            stored = await conn.scalar(text("SELECT at FROM stamps"))
+    finally:
+        await engine.dispose()
+    assert stored == datetime(2026, 1, 15, 15, 30, tzinfo=UTC)  # not 12:00 UTC
+
+
+async def test_asyncpg_returns_utc_whatever_the_session_time_zone(postgres_url: str):
+    """asyncpg-only: timestamptz comes back in UTC, not in TimeZone's zone."""
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SET TIME ZONE 'Asia/Kathmandu'"))
+            value = await conn.scalar(
+                text("SELECT timestamptz '2026-01-15 12:00:00+05:45'")
+            )
+            shown = await conn.scalar(
+                text("SELECT (timestamptz '2026-01-15 12:00:00+05:45')::text")
+            )
+    finally:
+        await engine.dispose()
+    assert shown == "2026-01-15 12:00:00+05:45"  # the session's zone, in text
+    assert value == datetime(2026, 1, 15, 6, 15, tzinfo=UTC)
+    assert value.utcoffset() == timedelta(0)
+
+
+async def test_utc_datetime_keeps_the_instant_whatever_the_process_zone(
+    sessions: Sessions, st_johns: None
+):
+    kathmandu = timezone(timedelta(hours=5, minutes=45))
+    instant = datetime(2026, 1, 15, 12, 0, tzinfo=kathmandu)
+    await trash(sessions, LAMP, now=instant)
+    async with sessions() as session:
+        query = select(Item.deleted_at).execution_options(include_deleted=True)
+        stored = await session.scalar(query.where(Item.id == LAMP))
+        assert stored == instant
+        assert stored is not None
+        assert stored.tzinfo is UTC
+        session.add(Item(name="Clock", deleted_at=datetime(2026, 1, 15, 12)))  # noqa: DTZ001
+        with pytest.raises(StatementError, match="naive datetime"):
+            await session.flush()
+
+
+def meeting_points(
+    sessions: Sessions,
+) -> tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[object]]]:
+    """Where two concurrent writers wait for each other.
+
+    On PostgreSQL, inside their transactions: both hold a snapshot, then
+    write. On SQLite a write transaction begins IMMEDIATE (the foundation):
+    the second writer waits at BEGIN for the first to commit, so they meet
+    just before it.
+    """
+    both_ready = asyncio.Barrier(2)
+
+    async def nothing() -> None:
+        return None
+
+    if sessions.kw["bind"].dialect.name == "sqlite":
+        return both_ready.wait, nothing
+    return nothing, both_ready.wait
+
+
 async def test_concurrent_deletes_of_one_item_let_exactly_one_win(
     sessions: Sessions, plain_sessions: Sessions
 ):
-    both_ready = asyncio.Barrier(2)
+    before_begin, inside = meeting_points(sessions)
 
     async def delete(at: datetime) -> datetime:
+        await before_begin()
         async with sessions.begin() as session:
             await session.scalar(select(func.count(Item.id)))  # open a connection
-            await both_ready.wait()
+            await inside()
             await soft_delete_item(session, LAMP, now=at)
             return at
 
@@ -321,14 +414,36 @@ async def test_name_is_unique_among_live_rows_only(
     sessions: Sessions, plain_sessions: Sessions
 ):
     async with sessions() as session:
-        with pytest.raises(NameTaken, match="'Lamp'"):
+        with pytest.raises(NameTaken, match="'Lamp'") as caught:
             await create_item(session, "Lamp")
+    cause = caught.value.__cause__
+    assert isinstance(cause, IntegrityError)
+    assert classify(cause, Base.metadata).constraint == LIVE_NAME
     await trash(sessions, LAMP)
     async with sessions.begin() as session:
         second = await create_item(session, "Lamp")
     await trash(sessions, second.id)  # two Lamps in the trash: allowed
     names = [name for name, _ in (await stored(plain_sessions)).values()]
     assert names.count("Lamp") == 2
+
+
+async def test_only_the_live_name_index_is_reported_as_name_taken(
+    sessions: Sessions,
+):
+    async with sessions() as session:
+        with pytest.raises(IntegrityError) as caught:  # no category 99
+            await create_item(session, "Vase", category_id=99)
+    assert not isinstance(caught.value, NameTaken)
+    assert classify(caught.value, Base.metadata).kind is Problem.FOREIGN_KEY
+    async with sessions() as session:
+        session.add(Category(name="Lighting"))  # another unique rule
+        with pytest.raises(IntegrityError) as caught, name_must_be_free("no"):
+            await session.flush()
+    problem = classify(caught.value, Base.metadata)
+    assert (problem.kind, problem.constraint) == (
+        Problem.UNIQUE,
+        "uq_categories_name",
+    )
 
 
 async def test_restore_brings_back_deleted_items_only(sessions: Sessions):
@@ -364,12 +479,13 @@ async def test_concurrent_restores_of_one_name_let_exactly_one_win(
     async with sessions.begin() as session:
         second = await create_item(session, "Lamp")
     await trash(sessions, second.id)  # two Lamps in the trash
-    both_ready = asyncio.Barrier(2)
+    before_begin, inside = meeting_points(sessions)
 
     async def restore(item_id: int) -> int:
+        await before_begin()
         async with sessions.begin() as session:
             await session.scalar(select(func.count(Item.id)))  # open a connection
-            await both_ready.wait()
+            await inside()
             return (await restore_item(session, item_id)).id
 
     results = await asyncio.gather(
@@ -425,7 +541,7 @@ async def test_sqlite_plan_uses_the_partial_index_only_with_the_filter(
 ):
     """EXPLAIN QUERY PLAN's wording is SQLite's own."""
     engine = await create_database(sqlite_url)
-    sessions = create_session_factory(engine)
+    sessions = skipping_deleted(create_session_factory(engine))
     try:
         async with sessions() as session:
             live = select(Item).where(Item.name == "Lamp")
@@ -444,7 +560,7 @@ async def test_postgres_plan_uses_the_partial_index_only_with_the_filter(
 ):
     """PostgreSQL's EXPLAIN output differs from SQLite's EXPLAIN QUERY PLAN."""
     engine = await create_database(postgres_url)
-    sessions = create_session_factory(engine)
+    sessions = skipping_deleted(create_session_factory(engine))
     try:
         async with sessions() as session:
             # A tiny table may be read by a sequential scan: forbid it, so
@@ -503,7 +619,7 @@ async def test_http_delete_is_204_then_404_and_moves_the_item_to_the_trash(
     assert (await client.delete("/items/9")).status_code == 404
     trash = (await client.get("/items/deleted")).json()
     assert [item["name"] for item in trash] == ["Lamp"]
-    assert trash[0]["deleted_at"].endswith(("+00:00", "Z"))  # UTC
+    assert trash[0]["deleted_at"].endswith("+00:00")  # UTCTimestamp: UTC
 
 
 async def test_http_live_name_conflicts_are_409_and_restore_is_200_or_404(

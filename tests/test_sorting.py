@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import event, func, insert, literal, select, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,10 +26,11 @@ from snippets.sorting import (
     SortField,
     SortKey,
     add_catalogue,
+    before,
     create_app,
-    keyset_page,
     parse_sort,
     sort_terms,
+    sorted_page,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,8 +306,9 @@ def test_openapi_documents_the_sort_parameter():
 
 
 def reference_order(rows: list[dict[str, Any]], sort: str) -> list[int]:
-    """The order the page promises, computed in Python: keys in turn, NULLs last,
-    text by its lower-case form, ascending id last unless given."""
+    """The order the page promises, computed in Python: keys in turn, NULL
+    below every value, text by its lower-case form, ascending id last unless
+    given."""
     keys = [(t.removeprefix("-"), t.startswith("-")) for t in sort.split(",")]
     if "id" not in {field for field, _ in keys}:
         keys.append(("id", False))
@@ -320,7 +322,8 @@ def reference_order(rows: list[dict[str, Any]], sort: str) -> list[int]:
             if x == y:
                 continue
             if x is None or y is None:
-                return 1 if x is None else -1  # NULLs last, both directions
+                below = -1 if x is None else 1  # NULL below every value
+                return below * (-1 if descending else 1)
             return (-1 if x < y else 1) * (-1 if descending else 1)
         return 0
 
@@ -380,20 +383,23 @@ async def test_primary_key_breaks_ties_unless_already_given(
     by_id_desc = await names(client, "/products?sort=category,-id")
     assert by_id_desc == ["bread", "Apricot", "cherry", "apple", "Banana"]
     terms = [(str(t.column), t.descending) for t in sort_terms(parse_sort("category"))]
-    assert terms == [("Product.category", False), ("Product.id", False)]
+    assert terms == [("products.category", False), ("products.id", False)]
     given = sort_terms(parse_sort("category,-id"))
     assert [(str(t.column), t.descending) for t in given] == [
-        ("Product.category", False),
-        ("Product.id", True),
+        ("products.category", False),
+        ("products.id", True),
     ]
 
 
-async def test_nulls_come_last_in_both_directions(client: httpx.AsyncClient):
+async def test_nulls_sort_lowest_first_ascending_last_descending(
+    client: httpx.AsyncClient,
+):
     for sort in ("price", "-price", "-price,name", "price,-name"):
         reply = await client.get("/products", params={"sort": sort})
         prices = [p["price"] for p in reply.json()]
-        assert prices[-1] is None
-        assert None not in prices[:-1]
+        ascending = not sort.startswith("-")
+        assert prices[0 if ascending else -1] is None, sort
+        assert prices.count(None) == 1, sort
 
 
 async def test_name_sorts_case_blind_on_both_backends(client: httpx.AsyncClient):
@@ -430,6 +436,75 @@ async def test_postgres_name_order_follows_the_collation(postgres_url: str):
     assert lower_binary == lower_icu == icu
 
 
+# --- what sorting by lower() guarantees, exactly -----------------------------------
+
+LETTERS = ["apple", "Apple", "APPLE", "Banana", "apricot", "b", "AB", "abc", "Zed"]
+PUNCTUATED = ["a b", "a-b", "a_b", "az", "zebra", "~z", "éclair", "eclair", "ed"]
+
+
+def ascii_lower(text: str) -> str:
+    return "".join(c.lower() if "A" <= c <= "Z" else c for c in text)
+
+
+def byte_order(names: list[str]) -> list[str]:
+    """SQLite's ORDER BY lower(name), id: ASCII folded, then UTF-8 bytes."""
+    numbered = list(enumerate(names))
+    numbered.sort(key=lambda pair: (ascii_lower(pair[1]).encode(), pair[0]))
+    return [name for _, name in numbered]
+
+
+async def lower_orders(url: str, names: list[str], collations: list[str]) -> list[Any]:
+    """ORDER BY lower(name) [COLLATE x], id, for each collation given."""
+    app = create_app(url)
+    async with app.router.lifespan_context(app):
+        async with app.state.sessions.begin() as session:
+            rows = [{"name": n, "category": "c", "cost_price": 1} for n in names]
+            await session.execute(insert(Product), rows)
+        async with app.state.read_sessions() as session:
+            lower = func.lower(Product.name)
+            keys = [lower] + [lower.collate(c) for c in collations]
+            return [await sorting.names_ordered_by(session, key) for key in keys]
+
+
+async def test_sqlite_lower_folds_ascii_and_then_compares_bytes(sqlite_url: str):
+    """SQLite only: BINARY is its one default, on every build."""
+    (got,) = await lower_orders(sqlite_url, LETTERS + PUNCTUATED + ["ÉCLAIR"], [])
+    assert got == byte_order(LETTERS + PUNCTUATED + ["ÉCLAIR"])
+    assert got[-2:] == ["ÉCLAIR", "éclair"]  # "Éclair" (C3 89) < "éclair" (C3 A9)
+
+
+async def test_postgres_lower_sorts_ascii_letters_alike_under_c_and_icu(
+    postgres_url: str,
+):
+    """PostgreSQL only: collations are its feature (pg_collation lists them)."""
+    orders = await lower_orders(
+        postgres_url, LETTERS, ["C", "und-x-icu", "en-US-x-icu"]
+    )
+    c, icu, en = orders[1:]
+    assert c == icu == en == byte_order(LETTERS)
+
+
+async def test_postgres_lower_sorts_punctuation_and_accents_apart_under_icu(
+    postgres_url: str,
+):
+    """PostgreSQL only: the collations of one server disagree."""
+    _, c, icu = await lower_orders(postgres_url, PUNCTUATED, ["C", "und-x-icu"])
+    assert c == byte_order(PUNCTUATED)  # bytes: the same as SQLite
+    assert c == ["a b", "a-b", "a_b", "az", "eclair", "ed", "zebra", "~z", "éclair"]
+    assert icu == ["~z", "a b", "a_b", "a-b", "az", "eclair", "éclair", "ed", "zebra"]
+
+
+async def test_postgres_lower_in_the_c_collation_folds_ascii_only_like_sqlite(
+    postgres_url: str,
+):
+    """PostgreSQL only: lower() follows the collation's character classes."""
+    app = create_app(postgres_url)
+    async with app.router.lifespan_context(app), app.state.read_sessions() as s:
+        c = await s.scalar(select(func.lower(literal("ÉCLAIR").collate("C"))))
+        utf8 = await s.scalar(select(func.lower(literal("ÉCLAIR").collate("C.utf8"))))
+    assert (c, utf8) == ("Éclair", "éclair")
+
+
 # --- keyset pagination -------------------------------------------------------------
 
 
@@ -439,7 +514,7 @@ async def walk(sessions: Sessions, sort: str, limit: int) -> list[int]:
     cursor = None
     async with sessions() as session:
         for _ in range(100):
-            page, cursor = await keyset_page(session, keys, cursor, limit)
+            page, cursor = await sorted_page(session, keys, cursor, limit)
             assert page, "an empty page before the end"
             seen += [product.id for product in page]
             if cursor is None:
@@ -455,16 +530,41 @@ async def test_keyset_walk_returns_every_row_once_in_order(app: FastAPI):
             assert ids == reference_order(rows, sort), (sort, limit)
 
 
+async def test_keyset_walk_backwards_with_before_is_the_reverse(app: FastAPI):
+    """The Pagination page's before(): the same rule read from the end, also
+    over lower(name) and a nullable price."""
+    rows = await add_many(app.state.sessions)
+    for sort in ("-price,name", "price,-name", "name,-price"):
+        terms = sort_terms(parse_sort(sort))
+        backwards = [term.reversed() for term in terms]
+        columns = [term.column for term in terms]
+        seen: list[int] = []
+        cursor = None
+        async with app.state.read_sessions() as session:
+            while True:
+                query = select(Product.id, *columns).order_by(
+                    *(term.order_by() for term in backwards)
+                )
+                if cursor is not None:
+                    query = query.where(before(terms, cursor))
+                page = (await session.execute(query.limit(7))).all()
+                if not page:
+                    break
+                seen += [row[0] for row in page]
+                cursor = tuple(page[-1][1:])
+        assert seen[::-1] == reference_order(rows, sort), sort
+
+
 async def test_keyset_last_page_has_no_cursor(sqlite_app: FastAPI):
     """SQLite only: the cursor's shape is Python's; the walk runs on both."""
     await add_many(sqlite_app.state.sessions, count=6)
     keys = parse_sort("-price,name")
     async with sqlite_app.state.sessions() as session:
-        first, cursor = await keyset_page(session, keys, None, 3)
+        first, cursor = await sorted_page(session, keys, None, 3)
         assert len(first) == 3
         assert cursor is not None
         assert len(cursor) == 3  # price, lower(name), id
-        second, cursor = await keyset_page(session, keys, cursor, 3)
+        second, cursor = await sorted_page(session, keys, cursor, 3)
     assert len(second) == 3
     assert cursor is None
 

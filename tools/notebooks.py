@@ -1,8 +1,10 @@
 """Generate notebooks/<section>.ipynb from docs/<section>.md and its includes.
 
 The page is expanded with pymdownx.snippets configured exactly as in mkdocs.yml,
-so a notebook shows the code the site shows. Top-level ```python fences become
-code cells; everything else becomes markdown cells. `asyncio.run(x)` becomes
+so a notebook shows the code the site shows. Top-level ```python fences, and
+those inside a collapsed `???` block (the program's imports, the foundation a
+page repeats), become code cells; everything else becomes markdown cells: code
+in tabs and in `!!!` admonitions is shown, not run. `asyncio.run(x)` becomes
 `await x` (notebooks run inside an event loop).
 
     python -m tools.notebooks           # write every notebook
@@ -30,6 +32,7 @@ FENCE_OPEN = re.compile(r"^```(\w*)(?:\s+[^`]*)?$")  # ```python hl_section="x"
 ASYNCIO_RUN = re.compile(r"^(\s*)asyncio\.run\((.*)\)\s*$")
 MAIN_GUARD = 'if __name__ == "__main__":'
 ADMONITION = re.compile(r'^(!!!|\?\?\?\+?) (\w+)(?: "(.*)")?\s*$')
+COLLAPSED = re.compile(r"^\?\?\?\+? \w+")
 TAB = re.compile(r'^=== "(.*)"\s*$')
 DOWNLOAD_LINK = re.compile(r"^\[.*\]\(notebooks/.*\.ipynb\).*$")
 
@@ -76,20 +79,31 @@ class Block:
 
 
 def split_blocks(lines: list[str]) -> list[Block]:
-    """Top-level python fences become code blocks; all the rest is markdown."""
+    """Python fences at the top level or in a `???` block become code blocks.
+
+    Everything else is markdown.
+    """
     blocks: list[Block] = []
     text: list[str] = []
+    collapsed = False
     i = 0
     while i < len(lines):
-        match = FENCE_OPEN.match(lines[i])
+        line = lines[i]
+        if COLLAPSED.match(line):
+            collapsed = True
+        elif line.strip() and not line.startswith("    "):
+            collapsed = False
+        indent = "    " if collapsed and line.startswith("    ") else ""
+        match = FENCE_OPEN.match(line.removeprefix(indent))
         if match and match.group(1) in {"python", "py"}:
-            end = lines.index("```", i + 1)
+            end = lines.index(f"{indent}```", i + 1)
             blocks.append(Block("markdown", text))
-            blocks.append(Block("code", lines[i + 1 : end]))
+            code = [row.removeprefix(indent) for row in lines[i + 1 : end]]
+            blocks.append(Block("code", code))
             text = []
             i = end + 1
             continue
-        text.append(lines[i])
+        text.append(line)
         i += 1
     blocks.append(Block("markdown", text))
     return [b for b in blocks if "".join(b.lines).strip()]

@@ -9,28 +9,41 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 
-from snippets.inventory.database import create_engine, create_session_factory
-from snippets.inventory.http_errors import validation_error
+from snippets.inventory.database import (
+    create_engine,
+    create_read_session_factory,
+    create_session_factory,
+    with_soft_delete,
+)
+from snippets.inventory.database_errors import database_error
+from snippets.inventory.errors import InventoryError
+from snippets.inventory.http_errors import inventory_error, validation_error
 from snippets.inventory.models import Base
 from snippets.inventory.routers import items, orders
-from snippets.inventory.settings import load_settings
+from snippets.inventory.settings import Settings, load_settings
 
 # --8<-- [end:imports]
 
 
 # --8<-- [start:app]
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = app.state.settings
-    engine = create_engine(settings.database_url, settings.pool_size)
+async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The foundation's lifespan, with the pool size and the soft-delete
+    filter of this service."""
+    settings: Settings = app.state.settings
+    engine = create_engine(settings.database_url, pool_size=settings.pool_size)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)  # only missing tables
-    app.state.sessions = create_session_factory(engine)
+    app.state.sessions = with_soft_delete(create_session_factory(engine))
+    app.state.read_sessions = with_soft_delete(
+        create_read_session_factory(engine)
+    )
     try:
         yield
     finally:
-        await engine.dispose()
+        await engine.dispose()  # close pooled connections on shutdown
 
 
 def create_app(database_url: str | None = None) -> FastAPI:
@@ -39,10 +52,12 @@ def create_app(database_url: str | None = None) -> FastAPI:
         title="Inventory",
         version="1.0.0",
         summary="The Async CRUD Cookbook's reference API",
-        lifespan=lifespan,
+        lifespan=inventory_lifespan,
     )
     app.state.settings = load_settings(database_url)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(InventoryError, inventory_error)
+    app.add_exception_handler(DBAPIError, database_error)
     app.include_router(items.router)
     app.include_router(orders.router)
     return app

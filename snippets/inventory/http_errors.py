@@ -8,10 +8,42 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from snippets.inventory.errors import ItemNotFound, NameTaken, VersionMismatch
+from snippets.inventory.errors import (
+    BadCursorError,
+    InventoryError,
+    ItemNotFoundError,
+    NameTakenError,
+    NotEnoughStockError,
+    NotInTrashError,
+    OrderNotFoundError,
+    StaleItemsError,
+    VersionMismatchError,
+)
 from snippets.inventory.schemas import ErrorOut, ValidationErrorOut
 
 # --8<-- [end:imports]
+
+
+# --8<-- [start:status]
+STATUS: dict[type[InventoryError], int] = {
+    ItemNotFoundError: 404,
+    NotInTrashError: 404,
+    OrderNotFoundError: 404,
+    NameTakenError: 409,
+    VersionMismatchError: 409,  # 412 when the route was sent If-Match
+    StaleItemsError: 409,
+    NotEnoughStockError: 409,
+    BadCursorError: 400,
+}
+
+
+async def inventory_error(_: Request, exc: Exception) -> JSONResponse:
+    """Registered once, in create_app, for every InventoryError."""
+    code = next(c for kind, c in STATUS.items() if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=code)
+
+
+# --8<-- [end:status]
 
 
 # --8<-- [start:validation_handler]
@@ -60,13 +92,26 @@ def invalid(where: str, name: str, message: str, value: object) -> Exception:
 
 # --8<-- [start:documented]
 NO_PRECONDITION = "send If-Match or version: what you read"
+STALE_IF_MATCH = "Stale `If-Match`: the item changed since you read it"
+BUSY = "The database is busy: retry after `Retry-After` seconds"
+UNPARSABLE = "The body is not parsable JSON"
+INVALID = "Invalid input; `detail` lists each problem and where it is"
 
-# What each error code's body looks like, from the errors themselves.
-EXAMPLE_DETAILS: dict[int, object] = {
+# An example of each domain error, shown as the body of its status code.
+EXAMPLES: dict[type[InventoryError], InventoryError] = {
+    ItemNotFoundError: ItemNotFoundError(7),
+    NotInTrashError: NotInTrashError(7),
+    OrderNotFoundError: OrderNotFoundError(7),
+    NameTakenError: NameTakenError("Blue mug"),
+    VersionMismatchError: VersionMismatchError(7, expected=2, current=3),
+    StaleItemsError: StaleItemsError(7),
+    NotEnoughStockError: NotEnoughStockError(7, 5),
+    BadCursorError: BadCursorError("cursor signature does not match"),
+}
+# The codes no domain error answers: what their body looks like.
+OTHER_DETAILS: dict[int, object] = {
     400: "the body is not valid JSON",
-    404: str(ItemNotFound(7)),
-    409: str(NameTaken("Blue mug")),
-    412: str(VersionMismatch(7, expected=2, current=3)),
+    412: str(EXAMPLES[VersionMismatchError]),
     422: [
         {
             "loc": ["body", "price"],
@@ -77,35 +122,58 @@ EXAMPLE_DETAILS: dict[int, object] = {
         }
     ],
     428: NO_PRECONDITION,
+    503: "database busy: retry shortly",
+}
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "string"},
+    }
 }
 
 
-def documented(
-    codes: dict[int, str], examples: dict[int, object] | None = None
-) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error codes of a route, each one explicit.
+# --8<-- [end:documented]
 
-    `examples` replaces the usual `detail` of a code for this route.
+
+# --8<-- [start:openapi_entries]
+def documented(
+    *errors: type[InventoryError], codes: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for a route's errors, each code explicit.
+
+    The code of a domain error is read from STATUS, its description is its
+    docstring, its example an instance. Every route may also answer 503.
     """
-    details = {**EXAMPLE_DETAILS, **(examples or {})}
+    found: dict[int, list[tuple[str, str, object]]] = {}
+    for error in errors:
+        example: object = str(EXAMPLES[error])
+        entry = (error.__name__, str(error.__doc__), example)
+        found.setdefault(STATUS[error], []).append(entry)
+    for code, text in {**(codes or {}), 503: BUSY}.items():
+        entry = (str(code), text, OTHER_DETAILS[code])
+        found.setdefault(code, []).append(entry)
+    return {code: response(code, found[code]) for code in sorted(found)}
+
+
+def response(
+    code: int, entries: list[tuple[str, str, object]]
+) -> dict[str, Any]:
+    examples = {
+        name: {"summary": summary, "value": {"detail": detail}}
+        for name, summary, detail in entries
+    }
     return {
-        code: {
-            "model": ValidationErrorOut if code == 422 else ErrorOut,
-            "description": description,
-            "content": {
-                "application/json": {"example": {"detail": details[code]}}
-            },
-        }
-        for code, description in codes.items()
+        "model": ValidationErrorOut if code == 422 else ErrorOut,
+        "description": "; or ".join(summary for _, summary, _ in entries),
+        "content": {"application/json": {"examples": examples}},
+        **({"headers": RETRY_AFTER_HEADER} if code == 503 else {}),
     }
 
 
-UNPARSABLE = "The body is not parsable JSON"
-INVALID = "Invalid input; `detail` lists each problem and where it is"
 ETAG = {
     "ETag": {
         "description": 'The version of the item, quoted: `"3"`',
         "schema": {"type": "string"},
     }
 }
-# --8<-- [end:documented]
+# --8<-- [end:openapi_entries]

@@ -1,6 +1,7 @@
 """Tables: items (soft-deleted, versioned), orders and their lines."""
 
 # --8<-- [start:imports]
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -8,11 +9,16 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
+    MetaData,
     String,
+    Text,
+    TypeDecorator,
+    func,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -20,18 +26,13 @@ from sqlalchemy.orm import (
     orm_insert_sentinel,
     relationship,
 )
-from sqlalchemy.types import TypeDecorator
 
 # --8<-- [end:imports]
 
 
 # --8<-- [start:types]
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite would return them naive)."""
+    """Aware UTC datetimes in and out, on SQLite as on PostgreSQL."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -41,18 +42,22 @@ class UTCDateTime(TypeDecorator[datetime]):
     ) -> datetime | None:
         if value is None:
             return None
-        value = value.astimezone(UTC)
-        # SQLite stores text: one format, in UTC, so text order = time order
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one")
+        return value.astimezone(UTC)  # SQLite keeps no offset: store UTC
 
     def process_result_value(
         self, value: datetime | None, dialect: Dialect
     ) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
+        if value.tzinfo is None:  # SQLite: we stored UTC, say so
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -76,12 +81,33 @@ class Money(TypeDecorator[Decimal]):
         return None if value is None else Decimal(value).scaleb(-2)
 
 
+def fold(text: str) -> str:
+    """The search form of a text: Unicode-normalized and case-folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def folded_name(context: DefaultExecutionContext) -> str:
+    """On INSERT, `name_search` is the folded name (UPDATEs set it too)."""
+    parameters = context.current_parameters or {}  # this row's values
+    return fold(parameters["name"])
+
+
 # --8<-- [end:types]
 
 
 # --8<-- [start:item]
+# Constraint names the error classifier and Alembic can rely on.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 STATUSES = ("draft", "active", "archived")
@@ -97,12 +123,13 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    name_search: Mapped[str] = mapped_column(Text, default=folded_name)
     category: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(10))  # text: sorts as text
     price: Mapped[Decimal] = mapped_column(Money)
     stock: Mapped[int]
     version: Mapped[int] = mapped_column(default=1)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Lets SQLite batch INSERT ... RETURNING and still return the rows in
@@ -111,15 +138,27 @@ class Item(Base):
 
 
 # A name is unique among live items only: a deleted item frees its name.
-Index(
+LIVE_NAME = Index(
     "uq_items_live_name",
     Item.name,
     unique=True,
     sqlite_where=Item.deleted_at.is_(None),
     postgresql_where=Item.deleted_at.is_(None),
 )
-Index("ix_items_category", Item.category, Item.id)
 # --8<-- [end:item]
+
+
+# --8<-- [start:sort_indexes]
+# One index per sortable field, ending with the tiebreaker: it hands rows
+# over in the order of `sort=field` and of `sort=-field` (read backwards).
+Index("ix_items_lower_name", func.lower(Item.name), Item.id)
+Index(None, Item.category, Item.id)  # named by NAMING_CONVENTION
+Index(None, Item.status, Item.id)
+Index(None, Item.price, Item.id)
+Index(None, Item.stock, Item.id)
+Index(None, Item.created_at, Item.id)
+Index(None, Item.updated_at, Item.id)
+# --8<-- [end:sort_indexes]
 
 
 # --8<-- [start:order]

@@ -15,6 +15,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 
 from snippets.inventory.models import Order
@@ -58,8 +59,10 @@ Id = Annotated[int, Field(ge=1, le=MAX_INT)]
 PriceBound = Annotated[
     Decimal, Field(ge=0, le=10**9, max_digits=12, decimal_places=2)
 ]
+# --8<-- [end:fields]
 
 
+# --8<-- [start:utc_datetime]
 def to_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -67,24 +70,58 @@ def to_utc(value: datetime) -> datetime:
         raise ValueError("out of range in UTC") from None
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(to_utc)]
-
-
 def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()  # "+00:00", never "Z"
 
 
-UtcDateTime = Annotated[
-    datetime,
+# In: an offset is required, and the value is turned to UTC.
+# Out: ISO 8601 with "+00:00".
+UTCTimestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(to_utc),
     PlainSerializer(iso_utc, return_type=str, when_used="json"),
+]
+# --8<-- [end:utc_datetime]
+
+
+# --8<-- [start:patch]
+def unchanged() -> Any:
+    """The default of a PATCH field: it may be omitted, but not sent as null.
+
+    `int | None` would let null through (and on to the database), and tell
+    API clients that null is allowed. A plain `int` whose default is never
+    validated refuses null, and the schema shows no default.
+    """
+    return Field(default=None, json_schema_extra=no_default)
+
+
+def no_default(schema: dict[str, JsonValue]) -> None:
+    schema.pop("default", None)
+
+
+class PatchModel(BaseModel):
+    """A partial update: omitted fields stay as they are; null is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the client sent."""
+        return self.model_dump(exclude_unset=True)
+
+
+# --8<-- [end:patch]
+
+
+# --8<-- [start:item_schemas]
+# The serializer's schema says only "string": the API's says what it is.
+Timestamp = Annotated[
+    UTCTimestamp,
     WithJsonSchema(
         {"type": "string", "format": "date-time"}, mode="serialization"
     ),
 ]
-# --8<-- [end:fields]
 
 
-# --8<-- [start:item_schemas]
 class ItemCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -108,26 +145,12 @@ class ItemCreate(BaseModel):
     stock: Stock = 0
 
 
-def unchanged(description: str | None = None) -> Any:
-    """The default of a field that may be omitted, but not sent as null.
-
-    `int | None` would let null through (and on to the database). A plain
-    `int` whose default is never validated refuses it.
-    """
-    return Field(
-        default=None, description=description, json_schema_extra=no_default
-    )
+# --8<-- [end:item_schemas]
 
 
-def no_default(schema: dict[str, JsonValue]) -> None:
-    schema.pop("default", None)  # the schema does not offer null either
-
-
-class ItemChanges(BaseModel):
-    """A partial update: omitted fields stay as they are; null is refused."""
-
+# --8<-- [start:item_patch]
+class ItemChanges(PatchModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"price": "9.90", "stock": 12}]},
     )
 
@@ -137,19 +160,29 @@ class ItemChanges(BaseModel):
     price: Price = unchanged()
     stock: Stock = unchanged()
 
-    def changes(self) -> dict[str, Any]:
-        """Only the fields the client sent."""
-        return self.model_dump(exclude_unset=True, exclude={"version"})
+
+ReadVersion = Annotated[
+    int,
+    Field(ge=1, le=MAX_INT, description="The version you read, if no If-Match"),
+]
 
 
 class ItemPatch(ItemChanges):
-    version: Version = unchanged("The version you read, if no If-Match")
+    version: ReadVersion = unchanged()
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, but the proof of what it read."""
+        return self.model_dump(exclude_unset=True, exclude={"version"})
 
     def proof(self) -> int | None:
         """The version the client says it read, if it sent one."""
         return self.version if "version" in self.model_fields_set else None
 
 
+# --8<-- [end:item_patch]
+
+
+# --8<-- [start:item_out]
 ITEM_EXAMPLE: dict[str, JsonValue] = {
     "id": 1,
     "name": "Blue mug",
@@ -180,8 +213,8 @@ class ItemOut(BaseModel):
     price: Decimal
     stock: int
     version: int
-    created_at: UtcDateTime
-    updated_at: UtcDateTime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class ItemPage(BaseModel):
@@ -208,6 +241,10 @@ class KeysetPage(BaseModel):
     next_cursor: str | None
 
 
+# --8<-- [end:item_out]
+
+
+# --8<-- [start:bulk_schemas]
 class BulkCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -236,12 +273,29 @@ class BulkPatch(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra=example(
-            {"ids": [1, 2], "values": {"status": "archived"}}
+            {
+                "ids": [1, 2],
+                "values": {"status": "archived"},
+                "expected_versions": {"1": 3, "2": 1},
+            }
         ),
     )
 
     ids: list[Id] = Field(min_length=1, max_length=1000)
     values: ItemChanges
+    # Omitted (or {}): unchecked. null is refused: it is not an object.
+    expected_versions: dict[Id, Version] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="id -> the version you read; a stale one: 409",
+    )
+
+    @model_validator(mode="after")
+    def versions_of_listed_ids(self) -> "BulkPatch":
+        if unlisted := set(self.expected_versions) - set(self.ids):
+            listed = ", ".join(map(str, sorted(unlisted)))
+            raise ValueError(f"versions of ids not in `ids`: {listed}")
+        return self
 
 
 class BulkUpdated(BaseModel):
@@ -250,7 +304,7 @@ class BulkUpdated(BaseModel):
     updated: int
 
 
-# --8<-- [end:item_schemas]
+# --8<-- [end:bulk_schemas]
 
 
 # --8<-- [start:order_schemas]
@@ -299,7 +353,7 @@ class OrderOut(BaseModel):
 
     id: int
     customer: str
-    created_at: UtcDateTime
+    created_at: Timestamp
     lines: list[OrderLineOut]
     total: Decimal
 

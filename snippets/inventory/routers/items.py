@@ -1,7 +1,9 @@
-"""Routes for /items: validate, call the data layer, map its errors."""
+"""Routes for /items: validate, call the data layer, shape the answer."""
 
 # --8<-- [start:imports]
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import (
@@ -17,18 +19,20 @@ from fastapi import (
 )
 
 from snippets.inventory import crud
-from snippets.inventory.database import SessionDep
+from snippets.inventory.database import ReadSessionDep, SessionDep
 from snippets.inventory.errors import (
-    BadCursor,
-    ItemNotFound,
-    NameTaken,
-    NotInTrash,
-    VersionMismatch,
+    BadCursorError,
+    ItemNotFoundError,
+    NameTakenError,
+    NotInTrashError,
+    StaleItemsError,
+    VersionMismatchError,
 )
 from snippets.inventory.http_errors import (
     ETAG,
     INVALID,
     NO_PRECONDITION,
+    STALE_IF_MATCH,
     UNPARSABLE,
     documented,
     invalid,
@@ -36,8 +40,8 @@ from snippets.inventory.http_errors import (
 from snippets.inventory.listing import (
     SORT_PATTERN,
     ItemFilters,
-    SortKey,
-    parse_sort,
+    SortBy,
+    parse_item_sort,
 )
 from snippets.inventory.models import Item
 from snippets.inventory.schemas import (
@@ -52,11 +56,12 @@ from snippets.inventory.schemas import (
     ItemPage,
     ItemPatch,
     KeysetPage,
-    Moment,
     Name,
     PriceBound,
     Status,
+    UTCTimestamp,
 )
+from snippets.inventory.settings import Settings
 
 router = APIRouter(prefix="/items", tags=["items"])
 # --8<-- [end:imports]
@@ -93,21 +98,33 @@ Search = Annotated[
     Query(description="Part of the name, any case", examples=["mug"]),
 ]
 After = Annotated[
-    Moment | None,
+    UTCTimestamp | None,
     Query(
         description="Created at or after (with a time zone)",
         examples=["2026-01-01T00:00:00+00:00"],
     ),
 ]
 Before = Annotated[
-    Moment | None,
+    UTCTimestamp | None,
     Query(
         description="Created before (with a time zone)",
         examples=["2026-02-01T00:00:00+00:00"],
     ),
 ]
+IfMatch = Annotated[
+    str | None,
+    Header(description='The ETag you read: `"3"`', examples=['"3"']),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description='The ETag you have: `"3"`', examples=['"3"']),
+]
 
 
+# --8<-- [end:parameters]
+
+
+# --8<-- [start:dependencies]
 def item_filters(
     *,
     status: Statuses = None,
@@ -137,7 +154,7 @@ def item_filters(
     )
 
 
-def sort_keys(
+def item_sort(
     sort: Annotated[
         str,
         Query(
@@ -146,33 +163,41 @@ def sort_keys(
             examples=["-price,name"],
         ),
     ] = "id",
-) -> tuple[SortKey, ...]:
+) -> tuple[SortBy, ...]:
     try:
-        return parse_sort(sort)
+        return parse_item_sort(sort)
     except ValueError as exc:
         raise invalid("query", "sort", str(exc), sort) from None
 
 
+def cursor_key(request: Request) -> bytes:
+    settings: Settings = request.app.state.settings
+    return settings.cursor_key
+
+
 Filters = Annotated[ItemFilters, Depends(item_filters)]
-Sort = Annotated[tuple[SortKey, ...], Depends(sort_keys)]
+Sort = Annotated[tuple[SortBy, ...], Depends(item_sort)]
+CursorKey = Annotated[bytes, Depends(cursor_key)]
+
+
+def etag(item: Item) -> str:
+    return f'"{item.version}"'
 
 
 def with_etag(response: Response, item: Item) -> ItemOut:
-    response.headers["ETag"] = f'"{item.version}"'
+    response.headers["ETag"] = etag(item)
     return ItemOut.model_validate(item)
 
 
-def error(code: int, exc: Exception) -> HTTPException:
-    return HTTPException(status_code=code, detail=str(exc))
-
-
-# --8<-- [end:parameters]
+# --8<-- [end:dependencies]
 
 
 # --8<-- [start:collection]
-@router.get("", responses=documented({422: INVALID}), summary="List live items")
+@router.get(
+    "", responses=documented(codes={422: INVALID}), summary="List live items"
+)
 async def list_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     filters: Filters,
     sort: Sort,
     limit: Limit = 20,
@@ -189,11 +214,11 @@ async def list_items(
 
 @router.get(
     "/deleted",
-    responses=documented({422: INVALID}),
+    responses=documented(codes={422: INVALID}),
     summary="List the trash: soft-deleted items",
 )
 async def list_deleted_items(
-    session: SessionDep,
+    session: ReadSessionDep,
     filters: Filters,
     sort: Sort,
     limit: Limit = 20,
@@ -210,21 +235,19 @@ async def list_deleted_items(
     )
 
 
+# --8<-- [end:collection]
+
+
+# --8<-- [start:keyset_route]
 @router.get(
     "/keyset",
-    responses=documented(
-        {
-            400: "The cursor is empty, altered, or for another query",
-            422: INVALID,
-        },
-        examples={400: str(BadCursor("cursor signature does not match"))},
-    ),
+    responses=documented(BadCursorError, codes={422: INVALID}),
     summary="List live items, page after page, with a cursor",
 )
 async def list_items_keyset(
     *,
-    request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
+    key: CursorKey,
     filters: Filters,
     sort: Sort,
     limit: Limit = 20,
@@ -236,41 +259,36 @@ async def list_items_keyset(
         ),
     ] = None,
 ) -> KeysetPage:
-    key = request.app.state.settings.cursor_key
-    try:
-        items, next_cursor = await crud.keyset_page(
-            session, filters, sort, limit, cursor=cursor, key=key
-        )
-    except BadCursor as exc:
-        raise error(status.HTTP_400_BAD_REQUEST, exc) from exc
+    items, next_cursor = await crud.keyset_page(
+        session, filters, sort, limit, cursor=cursor, key=key
+    )
     return KeysetPage(
         items=[ItemOut.model_validate(i) for i in items],
         next_cursor=next_cursor,
     )
 
 
+# --8<-- [end:keyset_route]
+
+
+# --8<-- [start:create]
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
         201: {"headers": ETAG},
-        **documented(
-            {400: UNPARSABLE, 409: "A live item has this name", 422: INVALID}
-        ),
+        **documented(NameTakenError, codes={400: UNPARSABLE, 422: INVALID}),
     },
     summary="Create an item",
 )
 async def create_item(
     item: ItemCreate, session: SessionDep, response: Response
 ) -> ItemOut:
-    try:
-        [created] = await crud.create_items(session, [item])
-    except NameTaken as exc:
-        raise error(status.HTTP_409_CONFLICT, exc) from exc
+    [created] = await crud.create_items(session, [item])
     return with_etag(response, created)
 
 
-# --8<-- [end:collection]
+# --8<-- [end:create]
 
 
 # --8<-- [start:bulk]
@@ -278,67 +296,37 @@ async def create_item(
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     responses=documented(
-        {
-            400: UNPARSABLE,
-            409: "A name is used twice, or by a live item: nothing created",
-            422: INVALID + "; nothing created",
-        }
+        NameTakenError,
+        codes={400: UNPARSABLE, 422: INVALID + "; nothing created"},
     ),
     summary="Create items: all or none",
 )
 async def create_items(body: BulkCreate, session: SessionDep) -> BulkCreated:
-    try:
-        items = await crud.create_items(session, body.items)
-    except NameTaken as exc:
-        raise error(status.HTTP_409_CONFLICT, exc) from exc
+    items = await crud.create_items(session, body.items)
     return BulkCreated(items=[ItemOut.model_validate(i) for i in items])
 
 
 @router.patch(
     "/bulk",
     responses=documented(
-        {
-            400: UNPARSABLE,
-            404: "Some ids are unknown or deleted (listed): nothing changed",
-            409: "The new name is used by another live item",
-            422: INVALID,
-        }
+        ItemNotFoundError,
+        NameTakenError,
+        StaleItemsError,
+        codes={400: UNPARSABLE, 422: INVALID},
     ),
     summary="Apply the same changes to several items: all or none",
 )
 async def update_items(body: BulkPatch, session: SessionDep) -> BulkUpdated:
-    try:
-        updated = await crud.update_items(
-            session, body.ids, body.values.changes()
-        )
-    except ItemNotFound as exc:
-        raise error(status.HTTP_404_NOT_FOUND, exc) from exc
-    except NameTaken as exc:
-        raise error(status.HTTP_409_CONFLICT, exc) from exc
+    updated = await crud.update_items(
+        session, body.ids, body.values.changes(), body.expected_versions
+    )
     return BulkUpdated(updated=updated)
 
 
 # --8<-- [end:bulk]
 
 
-# --8<-- [start:item]
-@router.get(
-    "/{item_id}",
-    responses={
-        200: {"headers": ETAG},
-        **documented({404: "No live item has this id", 422: INVALID}),
-    },
-    summary="Read an item; its ETag is its version",
-)
-async def read_item(
-    item_id: ItemId, session: SessionDep, response: Response
-) -> ItemOut:
-    try:
-        return with_etag(response, await crud.get_item(session, item_id))
-    except ItemNotFound as exc:
-        raise error(status.HTTP_404_NOT_FOUND, exc) from exc
-
-
+# --8<-- [start:conditional]
 def parse_if_match(value: str) -> int:
     """The version named by `If-Match: "3"`; 0 (matches nothing) otherwise."""
     match = re.fullmatch(r'\s*"([1-9][0-9]{0,9})"\s*', value)
@@ -346,19 +334,67 @@ def parse_if_match(value: str) -> int:
     return version if version <= MAX_INT else 0
 
 
+def none_match(value: str, current: str) -> bool:
+    """False when `If-None-Match` names the current ETag (weakly, or *)."""
+    tags = [tag.strip().removeprefix("W/") for tag in value.split(",")]
+    return "*" not in tags and current not in tags
+
+
+@contextmanager
+def precondition(if_match: str | None) -> Iterator[None]:
+    """A stale version is 412 when the client sent If-Match (else 409)."""
+    try:
+        yield
+    except VersionMismatchError as exc:
+        if if_match is None:
+            raise
+        raise HTTPException(412, str(exc)) from exc
+
+
+# --8<-- [end:conditional]
+
+
+# --8<-- [start:item]
+@router.get(
+    "/{item_id}",
+    response_model=ItemOut,
+    responses={
+        200: {"headers": ETAG},
+        304: {"description": "Not modified: `If-None-Match` is current"},
+        **documented(ItemNotFoundError, codes={422: INVALID}),
+    },
+    summary="Read an item; its ETag is its version",
+)
+async def read_item(
+    item_id: ItemId,
+    session: ReadSessionDep,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+) -> ItemOut | Response:
+    item = await crud.get_item(session, item_id)
+    if if_none_match is not None and not none_match(if_none_match, etag(item)):
+        return Response(status_code=304, headers={"ETag": etag(item)})
+    return with_etag(response, item)
+
+
+# --8<-- [end:item]
+
+
+# --8<-- [start:update]
 @router.patch(
     "/{item_id}",
     responses={
         200: {"headers": ETAG},
         **documented(
-            {
+            ItemNotFoundError,
+            NameTakenError,
+            VersionMismatchError,
+            codes={
                 400: UNPARSABLE,
-                404: "No live item has this id",
-                409: "Stale body `version`, or the name is taken",
-                412: "Stale `If-Match`: the item changed since you read it",
+                412: STALE_IF_MATCH,
                 422: INVALID,
                 428: "Send `If-Match` (or `version`) with what you read",
-            }
+            },
         ),
     },
     summary="Change some fields of an item, if it is still as you read it",
@@ -368,41 +404,39 @@ async def update_item(
     patch: ItemPatch,
     session: SessionDep,
     response: Response,
-    if_match: Annotated[
-        str | None,
-        Header(description='The ETag you read: `"3"`', examples=['"3"']),
-    ] = None,
+    if_match: IfMatch = None,
 ) -> ItemOut:
     if if_match is not None:  # checked first when both are sent
-        expected, stale = parse_if_match(if_match), 412
+        expected = parse_if_match(if_match)
     elif (version := patch.proof()) is not None:
-        expected, stale = version, status.HTTP_409_CONFLICT
+        expected = version
     else:
         raise HTTPException(428, NO_PRECONDITION)
-    try:
+    with precondition(if_match):
         item = await crud.update_item(
             session, item_id, patch.changes(), expected
         )
-    except ItemNotFound as exc:
-        raise error(status.HTTP_404_NOT_FOUND, exc) from exc
-    except VersionMismatch as exc:
-        raise error(stale, exc) from exc
-    except NameTaken as exc:
-        raise error(status.HTTP_409_CONFLICT, exc) from exc
     return with_etag(response, item)
 
 
+# --8<-- [end:update]
+
+
+# --8<-- [start:delete_restore]
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=documented({404: "No live item has this id", 422: INVALID}),
+    responses=documented(
+        ItemNotFoundError, codes={412: STALE_IF_MATCH, 422: INVALID}
+    ),
     summary="Move an item to the trash (soft delete)",
 )
-async def delete_item(item_id: ItemId, session: SessionDep) -> None:
-    try:
-        await crud.delete_item(session, item_id)
-    except ItemNotFound as exc:
-        raise error(status.HTTP_404_NOT_FOUND, exc) from exc
+async def delete_item(
+    item_id: ItemId, session: SessionDep, if_match: IfMatch = None
+) -> None:
+    expected = None if if_match is None else parse_if_match(if_match)
+    with precondition(if_match):
+        await crud.delete_item(session, item_id, expected)
 
 
 @router.post(
@@ -410,25 +444,23 @@ async def delete_item(item_id: ItemId, session: SessionDep) -> None:
     responses={
         200: {"headers": ETAG},
         **documented(
-            {
-                404: "No item with this id is in the trash",
-                409: "A live item has taken its name",
-                422: INVALID,
-            },
-            examples={404: str(NotInTrash(7))},
+            NotInTrashError,
+            NameTakenError,
+            codes={412: STALE_IF_MATCH, 422: INVALID},
         ),
     },
     summary="Bring an item back from the trash",
 )
 async def restore_item(
-    item_id: ItemId, session: SessionDep, response: Response
+    item_id: ItemId,
+    session: SessionDep,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> ItemOut:
-    try:
-        return with_etag(response, await crud.restore_item(session, item_id))
-    except NotInTrash as exc:
-        raise error(status.HTTP_404_NOT_FOUND, exc) from exc
-    except NameTaken as exc:
-        raise error(status.HTTP_409_CONFLICT, exc) from exc
+    expected = None if if_match is None else parse_if_match(if_match)
+    with precondition(if_match):
+        item = await crud.restore_item(session, item_id, expected)
+    return with_etag(response, item)
 
 
-# --8<-- [end:item]
+# --8<-- [end:delete_restore]

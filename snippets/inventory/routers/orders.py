@@ -3,14 +3,14 @@
 # --8<-- [start:orders]
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, Path, status
 
 from snippets.inventory import crud
-from snippets.inventory.database import SessionDep
+from snippets.inventory.database import ReadSessionDep, SessionDep
 from snippets.inventory.errors import (
-    ItemNotFound,
-    NotEnoughStock,
-    OrderNotFound,
+    ItemNotFoundError,
+    NotEnoughStockError,
+    OrderNotFoundError,
 )
 from snippets.inventory.http_errors import INVALID, UNPARSABLE, documented
 from snippets.inventory.schemas import MAX_INT, OrderIn, OrderOut
@@ -25,39 +25,24 @@ OrderId = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     responses=documented(
-        {
-            400: UNPARSABLE,
-            404: "An item is unknown or deleted: nothing was stored",
-            409: "Not enough stock for an item: nothing was stored",
-            422: INVALID,
-        },
-        examples={409: str(NotEnoughStock(7, 5))},
+        ItemNotFoundError,
+        NotEnoughStockError,
+        codes={400: UNPARSABLE, 422: INVALID},
     ),
     summary="Place an order: take the stock and record it, all or nothing",
 )
 async def create_order(order: OrderIn, session: SessionDep) -> OrderOut:
-    try:
-        created = await crud.create_order(session, order.customer, order.lines)
-    except ItemNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except NotEnoughStock as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    created = await crud.create_order(session, order.customer, order.lines)
     return OrderOut.of(created)
 
 
 @router.get(
     "/{order_id}",
-    responses=documented(
-        {404: "No order has this id", 422: INVALID},
-        examples={404: str(OrderNotFound(7))},
-    ),
+    responses=documented(OrderNotFoundError, codes={422: INVALID}),
     summary="Read an order",
 )
-async def read_order(order_id: OrderId, session: SessionDep) -> OrderOut:
-    try:
-        return OrderOut.of(await crud.get_order(session, order_id))
-    except OrderNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+async def read_order(order_id: OrderId, session: ReadSessionDep) -> OrderOut:
+    return OrderOut.of(await crud.get_order(session, order_id))
 
 
 # --8<-- [end:orders]
