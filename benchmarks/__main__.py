@@ -9,7 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-NAMES = ["bulk_insert", "pagination", "filter_sort", "locking", "api", "read_layers"]
+NAMES = [
+    "bulk_insert",
+    "pagination",
+    "filter_sort",
+    "locking",
+    "api",
+    "read_layers",
+    "peers",
+]
 NAMES += ["testing"]
 NAMES += ["workers"]
 

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -84,9 +84,12 @@ def traced_peak() -> Iterator[list[float]]:
         box.append(peak / 2**20)
 
 
-def machine() -> dict[str, Any]:
+BASE_PACKAGES = ("sqlalchemy", "aiosqlite", "asyncpg", "fastapi", "uvicorn")
+
+
+def machine(packages: Sequence[str] = ()) -> dict[str, Any]:
     versions = {}
-    for name in ("sqlalchemy", "aiosqlite", "asyncpg", "fastapi", "uvicorn"):
+    for name in (*BASE_PACKAGES, *packages):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -103,7 +106,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(name: str, results: list[Result], config: Config) -> Path:
+def write(
+    name: str, results: list[Result], config: Config, packages: Sequence[str] = ()
+) -> Path:
     RESULTS.mkdir(exist_ok=True)
     suffix = "-quick" if config.quick else ""
     path = RESULTS / f"{name}{suffix}.json"
@@ -111,7 +116,7 @@ def write(name: str, results: list[Result], config: Config) -> Path:
         "benchmark": name,
         "quick": config.quick,
         "repeats": config.repeats,
-        "machine": machine(),
+        "machine": machine(packages),
         "results": [asdict(r) for r in results],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -129,7 +134,15 @@ def print_table(results: list[Result]) -> None:
         print(f"{r.backend:<10} {r.case:<40} {value:>14} {ratio:>7} {peak:>8}")
 
 
-def main(name: str, run: Callable[[Config], Awaitable[list[Result]]]) -> None:
+def main(
+    name: str,
+    run: Callable[[Config], Awaitable[list[Result]]],
+    *,
+    repeats: int = 5,
+    packages: Sequence[str] = (),
+) -> None:
+    """Run one benchmark: `repeats` runs (1 with --quick); `packages` are
+    recorded with their versions beside the base ones."""
     parser = argparse.ArgumentParser(description=f"benchmark: {name}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run")
     parser.add_argument("--repeats", type=int, default=None)
@@ -140,12 +153,12 @@ def main(name: str, run: Callable[[Config], Awaitable[list[Result]]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Config(
             quick=args.quick,
-            repeats=args.repeats or (1 if args.quick else 5),
+            repeats=args.repeats or (1 if args.quick else repeats),
             postgres_url=os.environ.get("COOKBOOK_BENCH_POSTGRES_URL") or None,
             workdir=args.workdir or Path(tmp),
         )
         results = asyncio.run(run(config))
-    path = write(name, results, config)
+    path = write(name, results, config, packages)
     print_table(results)
     print(f"wrote {path}")
     sys.stdout.flush()

@@ -12,12 +12,14 @@ import math
 import os
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 from benchmarks import report
 from benchmarks.__main__ import NAMES
+from benchmarks.peers import APPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +143,101 @@ def test_workers_measures_the_reads_with_one_and_two_workers(quick_results):
         "GET /items/{id}, 1 worker",
         "GET /items/{id}, 2 workers",
     }
+
+
+def installed_apps() -> list[str]:
+    """The peers whose package is here (the bench extra), and ours."""
+    return [
+        app.name
+        for app in APPS
+        if app.distribution is None
+        or find_spec(app.distribution.replace("-", "_")) is not None
+    ]
+
+
+def test_peers_measure_each_installed_app_on_its_limit_and_both_reads(
+    quick_results,
+):
+    results = quick_results["peers"]["results"]
+    expected = [
+        f"{app}: {route}"
+        for app in installed_apps()
+        for route in ("no-DB route", "GET /items/{id}", "list of 20")
+    ]
+    assert [r["case"] for r in results] == expected
+    for result in results:
+        params = result["params"]
+        assert params["connections"] == 20
+        assert params["total"] is None or isinstance(params["total"], int)
+        assert isinstance(params["hides_deleted"], bool)
+        assert isinstance(params["etag"], bool)
+        assert params["transaction"]
+        assert len(params["cpu_us"]) == len(result["runs"])
+
+
+def test_peers_record_what_the_reference_api_guarantees(quick_results):
+    """Asked of the running app: a wrong seed or a wrong probe fails here."""
+    ours = next(
+        r["params"]
+        for r in quick_results["peers"]["results"]
+        if r["params"]["app"] == "reference API (ours)"
+    )
+    assert ours["total"] == 1000  # the soft-deleted row is not counted
+    assert ours["hides_deleted"] is True
+    assert ours["etag"] is True
+    assert ours["ordered_by_id"] is True
+
+
+def test_committed_peers_results_cover_every_app_read_and_database():
+    document = json.loads((ROOT / "benchmarks" / "results" / "peers.json").read_text())
+    assert document["quick"] is False
+    results = document["results"]
+    cases = [(r["backend"], r["case"]) for r in results]
+    assert len(cases) == len(set(cases))
+    assert set(cases) == {
+        (backend, f"{app.name}: {route}")
+        for backend in ("sqlite", "postgresql")
+        for app in APPS
+        for route in ("no-DB route", "GET /items/{id}", "list of 20")
+    }
+    for result in results:
+        assert len(result["runs"]) == document["repeats"] >= 3
+        assert result["params"]["seconds"] >= 2
+        assert result["params"]["cpu_us_median"] > 0
+        assert math.isfinite(result["value"])
+        assert result["value"] > 0
+    for app in APPS:
+        if app.distribution:
+            assert document["machine"]["versions"][app.distribution]
+    assert (ROOT / "docs" / "assets" / "performance" / "peers.png").is_file()
+
+
+def peer_result(backend, app, route, figures, total):
+    value, cpu = figures
+    return {
+        "backend": backend,
+        "case": f"{app}: {route}",
+        "value": value,
+        "params": {"app": app, "route": route, "total": total, "cpu_us_median": cpu},
+    }
+
+
+def test_peers_goals_compare_with_the_best_peer_and_totals_with_totals():
+    rows = [  # app, (req/s, CPU µs) per read, total
+        ("reference API (ours)", (500, 2000), (300, 4000), 1000),
+        ("fast, with a total", (400, 2500), (350, 3000), 1001),
+        ("faster, no total", (600, 1000), (900, 2000), None),
+    ]
+    results = [
+        peer_result("sqlite", app, route, figures, total)
+        for app, item, page, total in rows
+        for route, figures in (("GET /items/{id}", item), ("list of 20", page))
+    ]
+    lines = report.peers_goals(results)
+    assert lines[0].startswith("- ❌")
+    assert "0.83x (faster, no total); by server CPU" in lines[0]
+    assert "0.50x (faster, no total)" in lines[0]
+    assert lines[1].startswith("- ❌")
+    assert "0.86x (fast, with a total)" in lines[1]
+    assert "0.75x (fast, with a total)" in lines[1]
+    assert "the price of the total: our list at 0.33x (faster, no total)" in lines[2]
