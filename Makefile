@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install docs site test lint format notebooks examples app bench bench-quick lab clean
+.PHONY: install docs site test test-matrix lint format notebooks examples app bench bench-quick lab clean
 
 # Reinstalls only when pyproject.toml changes; a second `make` is a no-op.
 $(STAMP): pyproject.toml
@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -39,6 +40,19 @@ format: $(STAMP)
 # stay in one process. The suite takes about 65 s this way, 90 s serially.
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
+
+MATRIX_STAMP := $(VENV)/.installed-matrix-stamp
+$(MATRIX_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[test,matrix]"
+	touch $(MATRIX_STAMP)
+
+# The suite on Python 3.11, 3.12 and 3.13 with the newest allowed versions,
+# and on 3.11 with the lowest (noxfile.py); then docs/versions.json and the
+# index page's table from what ran. Minutes; NOX_ARGS="-s lowest" for one.
+test-matrix: $(MATRIX_STAMP)
+	rm -rf .nox/records
+	$(BIN)/nox $(NOX_ARGS)
+	$(BIN)/python -m tools.versions write
 
 notebooks: $(STAMP)
 	$(BIN)/python -m tools.notebooks
@@ -73,4 +87,4 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) site docs/notebooks .mypy_cache .ruff_cache
+	rm -rf $(VENV) site docs/notebooks .mypy_cache .ruff_cache .nox

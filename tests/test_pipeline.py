@@ -29,7 +29,7 @@ PROGRAMS = sorted(
     if p.name != "__init__.py"
 )
 PAGES_WITHOUT_SECTION = {"index", "pitfalls", "performance"}
-TESTS_WITHOUT_SECTION = {"pipeline", "site", "site_browser", "benchmarks"}
+TESTS_WITHOUT_SECTION = {"pipeline", "site", "site_browser", "benchmarks", "matrix"}
 MARKER = re.compile(r"^\s*# --8<-- \[(start|end):([\w-]+)\]\s*$")
 INCLUDE = re.compile(r'^\s*--8<-- "([^":]+)(?::([\w-]+))?"\s*$')
 STORY_FUNCTIONS = re.compile(r"^(main|demo_\w+)$")

@@ -7,6 +7,11 @@ page repeats), become code cells; everything else becomes markdown cells: code
 in tabs and in `!!!` admonitions is shown, not run. `asyncio.run(x)` becomes
 `await x` (notebooks run inside an event loop).
 
+A notebook downloaded alone runs in a fresh Jupyter: before its first code
+cell it says how to run it, and a cell installs what the code needs when it is
+missing (pyproject.toml's dependencies, the ranges the matrix tests). The
+reference API's notebook also unpacks its package from the page's download.
+
     python -m tools.notebooks           # write every notebook
     python -m tools.notebooks --check   # exit 1 if a committed notebook is stale
 """
@@ -23,6 +28,8 @@ import markdown
 import nbformat
 import yaml
 
+from tools.versions import notebook_requirements
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NOTEBOOKS = ROOT / "notebooks"
@@ -35,6 +42,10 @@ ADMONITION = re.compile(r'^(!!!|\?\?\?\+?) (\w+)(?: "(.*)")?\s*$')
 COLLAPSED = re.compile(r"^\?\?\?\+? \w+")
 TAB = re.compile(r'^=== "(.*)"\s*$')
 DOWNLOAD_LINK = re.compile(r"^\[.*\]\(notebooks/.*\.ipynb\).*$")
+RUN_AS_MODULE = re.compile(r"`python -m snippets\.\w+`")
+# The modules the install cell looks for: one per requirement, and greenlet,
+# which SQLAlchemy's asyncio extra brings.
+NEEDED_MODULES = ["fastapi", "sqlalchemy", "greenlet", "aiosqlite", "pydantic", "httpx"]
 
 
 def section_stems() -> list[str]:
@@ -151,16 +162,76 @@ def notebook_markdown(lines: list[str]) -> str:
     return "\n".join(out).strip("\n")
 
 
+def is_package(stem: str) -> bool:
+    return (SNIPPETS / stem / "__init__.py").is_file()
+
+
+def how_to_run(stem: str) -> str:
+    """The text before the first code cell: how to run this file as a notebook."""
+    text = [
+        "**Run this notebook** top to bottom (*Run → Run All Cells* in Jupyter).",
+        "The next cell installs what the code needs when it is missing, in the",
+        "versions the cookbook is tested with; then everything runs against a",
+        "SQLite file in a temporary directory, with nothing to start.",
+    ]
+    if is_package(stem):
+        text += [
+            "",
+            f"The code is a package, `snippets/{stem}/`: download it with the",
+            f"page's *Download the package* button (`{stem}.zip`) and put the zip",
+            "next to this notebook; the next cell unpacks it there. (In a clone",
+            "of the cookbook's repository it is already installed.)",
+        ]
+    return "\n".join(text)
+
+
+def install_code(stem: str) -> str:
+    """The first code cell: install what is missing, a no-op where it is not."""
+    # Double quotes: %pip runs through the shell, and cmd.exe knows no others.
+    requirements = " ".join(f'"{r}"' for r in notebook_requirements())
+    needs = ", ".join(f'"{name}"' for name in NEEDED_MODULES)
+    lines = [
+        "# Installs the cookbook's tested versions when a library is missing:",
+        "# a fresh Jupyter needs them; an environment that has them skips this.",
+        "import importlib.util",
+        "",
+        f"NEEDS = [{needs}]",
+        "if not all(importlib.util.find_spec(name) for name in NEEDS):",
+        f"    %pip install --quiet {requirements}",
+    ]
+    if is_package(stem):
+        lines += [
+            "",
+            f"# snippets/{stem}/, from the page's download, unpacked here.",
+            'if importlib.util.find_spec("snippets") is None:',
+            "    import zipfile",
+            "",
+            f'    zipfile.ZipFile("{stem}.zip").extractall()',
+            "    importlib.invalidate_caches()",
+        ]
+    return "\n".join(lines)
+
+
 def build_notebook(stem: str) -> nbformat.NotebookNode:
     blocks = split_blocks(expand_page(DOCS / f"{stem}.md"))
     cells = []
+    prefix = stem.replace("_", "-")
     for index, block in enumerate(blocks):
-        cell_id = f"{stem.replace('_', '-')}-{index:02d}"
+        cell_id = f"{prefix}-{index:02d}"
         if block.kind == "code":
+            if not any(cell.cell_type == "code" for cell in cells):
+                cells.append(
+                    nbformat.v4.new_markdown_cell(how_to_run(stem), id=f"{prefix}-run")
+                )
+                cells.append(
+                    nbformat.v4.new_code_cell(
+                        install_code(stem), id=f"{prefix}-install"
+                    )
+                )
             source = notebook_code(block.lines)
             cells.append(nbformat.v4.new_code_cell(source, id=cell_id))
         else:
-            source = notebook_markdown(block.lines)
+            source = RUN_AS_MODULE.sub("this notebook", notebook_markdown(block.lines))
             cells.append(nbformat.v4.new_markdown_cell(source, id=cell_id))
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata = {

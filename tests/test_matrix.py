@@ -1,0 +1,205 @@
+"""The supported versions: what pyproject promises, what the matrix ran, what
+the index page says, and notebooks that run downloaded alone."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from tests.test_site import expected_output
+from tools import notebooks as nb
+from tools import site_hooks
+from tools import versions as v
+
+ROOT = Path(__file__).resolve().parent.parent
+# A fresh environment costs about 30 s of pip. `make test` runs the
+# reference API's notebook alone (the recipes' install cell is the same text,
+# checked below; its package comes from a download). The matrix sessions set
+# COOKBOOK_NOTEBOOKS_ALONE to `all` or `none` (noxfile.py).
+ALONE = {"all": nb.section_stems(), "none": []}.get(
+    os.environ.get("COOKBOOK_NOTEBOOKS_ALONE", ""), ["inventory"]
+)
+
+
+def noxfile_constant(name: str) -> object:
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == name:
+            return ast.literal_eval(node.value)
+    raise LookupError(name)
+
+
+def test_lowest_constraints_pin_every_lower_bound_of_pyproject():
+    assert v.read_constraints() == v.lower_bounds()
+
+
+def test_every_direct_dependency_has_a_lower_bound():
+    for requirement in v.runtime_requirements():
+        operators = {s.operator for s in requirement.specifier}
+        assert ">=" in operators, f"{requirement.name}: no lower bound to test"
+
+
+def test_the_matrix_covers_every_supported_python():
+    pythons = noxfile_constant("PYTHONS")
+    assert isinstance(pythons, list)
+    assert pythons[0] == "3.11"
+    assert v.tomllib.loads(v.PYPROJECT.read_text())["project"]["requires-python"] == (
+        f">={pythons[0]}"
+    )
+
+
+@pytest.mark.parametrize("stem", nb.section_stems())
+def test_notebook_installs_pyprojects_dependencies_first(stem: str):
+    notebook = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    first = next(c for c in notebook.cells if c.cell_type == "code")
+    install = next(line for line in first.source.splitlines() if "%pip" in line)
+    quoted = re.findall(r'"([^"]+)"', install)
+    assert quoted == v.notebook_requirements()
+    names = {Requirement(r).name.lower() for r in quoted}
+    assert names <= set(nb.NEEDED_MODULES), "a requirement the guard never checks"
+
+
+@pytest.mark.parametrize("stem", nb.section_stems())
+def test_notebook_says_how_to_run_it_as_a_notebook(stem: str):
+    notebook = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert not nb.RUN_AS_MODULE.search(text), "says to run it as a module"
+    assert "**Run this notebook**" in text
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text()))
+
+
+def test_ci_workflow_runs_ci_run_with_every_matrix_python():
+    steps = workflow("ci.yml")["jobs"]["test"]["steps"]
+    setup = next(s for s in steps if s.get("uses", "").startswith("actions/setup-"))
+    assert setup["uses"].startswith("actions/setup-python@")
+    assert sorted(setup["with"]["python-version"].split()) == noxfile_constant(
+        "PYTHONS"
+    )
+    assert setup["with"]["python-version"].split()[-1] == "3.11", "python3: 3.11"
+    assert [s["run"] for s in steps if "run" in s][-1] == ".ci/run"
+
+
+def test_docs_workflow_builds_strict_and_deploys_to_pages_from_main():
+    jobs = workflow("docs.yml")["jobs"]
+    build = {
+        s.get("uses", s.get("run", "")).split("@")[0] for s in jobs["build"]["steps"]
+    }
+    assert {"make site", "actions/upload-pages-artifact"} <= build
+    assert "base_url" in str(jobs["build"]["steps"])  # COOKBOOK_SITE_URL
+    assert jobs["deploy"]["steps"][-1]["uses"].startswith("actions/deploy-pages@")
+    assert "refs/heads/main" in jobs["deploy"]["if"]
+
+
+def test_license_is_the_one_pyproject_names():
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    assert v.tomllib.loads(v.PYPROJECT.read_text())["project"]["license"] == "MIT"
+
+
+RUNNER = """
+import sys
+
+import nbformat
+from nbclient import NotebookClient
+
+notebook = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+nbformat.write(notebook, sys.argv[2])
+"""
+
+
+def isolated_env(venv: Path) -> dict[str, str]:
+    """The environment of a reader's shell with only `venv` activated."""
+    ours = str(Path(sys.prefix) / "bin")
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != ours]
+    env = {
+        k: val
+        for k, val in os.environ.items()
+        if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
+    }
+    return {
+        **env,
+        "PATH": os.pathsep.join([str(venv / "bin"), *path]),
+        "VIRTUAL_ENV": str(venv),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+
+
+def run_alone(stem: str, workdir: Path) -> nbformat.NotebookNode:
+    """Run the notebook as a reader would: alone, in a fresh environment.
+
+    The environment has Jupyter's kernel and nbclient only; the notebook's
+    first cell must install the rest. Returns the executed notebook.
+    """
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env = isolated_env(venv)
+    pip = [python, "-m", "pip", "install", "--quiet", "ipykernel", "nbclient"]
+    subprocess.run(pip, env=env, check=True)
+    probe = [python, "-c", "import fastapi"]
+    missing = subprocess.run(probe, env=env, capture_output=True, check=False)
+    assert missing.returncode != 0, "the fresh environment already has FastAPI"
+
+    download = workdir / "download"  # what a reader saved, and nothing else
+    download.mkdir()
+    shutil.copy(ROOT / "notebooks" / f"{stem}.ipynb", download)
+    if nb.is_package(stem):
+        shutil.copy(ROOT / "docs" / "source" / f"{stem}.zip", download)
+    executed = workdir / "executed.ipynb"
+    result = subprocess.run(
+        [python, "-c", RUNNER, f"{stem}.ipynb", str(executed)],
+        cwd=download,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    subprocess.run(probe, env=env, check=True)  # the first cell installed it
+    leftovers = {p.name for p in download.iterdir()} - {f"{stem}.ipynb", f"{stem}.zip"}
+    assert leftovers <= {"snippets"}, "a notebook keeps its files in a temp dir"
+    return nbformat.read(executed, as_version=4)
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Each notebook of ALONE run alone, three at a time (pip waits a lot)."""
+    site_hooks.zip_packages()  # the packages' downloads, as the site has them
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            stem: pool.submit(run_alone, stem, tmp_path_factory.mktemp(stem))
+            for stem in ALONE
+        }
+    return {stem: f.exception() or f.result() for stem, f in futures.items()}
+
+
+@pytest.mark.parametrize("stem", ALONE)
+def test_notebook_runs_downloaded_alone_in_a_fresh_environment(stem: str, alone):
+    """Only Jupyter's kernel installed; the notebook installs the rest."""
+    notebook = alone[stem]
+    if isinstance(notebook, BaseException):
+        raise notebook
+    printed = [
+        line
+        for cell in notebook.cells
+        if cell.cell_type == "code" and not cell.id.endswith("-install")
+        for output in cell.outputs
+        if output.output_type == "stream" and output.name == "stdout"
+        for line in output.text.splitlines()
+    ]
+    assert printed == expected_output(stem)
