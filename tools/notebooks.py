@@ -45,7 +45,15 @@ DOWNLOAD_LINK = re.compile(r"^\[.*\]\(notebooks/.*\.ipynb\).*$")
 RUN_AS_MODULE = re.compile(r"`python -m snippets\.\w+`")
 # The modules the install cell looks for: one per requirement, and greenlet,
 # which SQLAlchemy's asyncio extra brings.
-NEEDED_MODULES = ["fastapi", "sqlalchemy", "greenlet", "aiosqlite", "pydantic", "httpx"]
+NEEDED_MODULES = [
+    "fastapi",
+    "sqlalchemy",
+    "greenlet",
+    "aiosqlite",
+    "pydantic",
+    "httpx",
+    "alembic",
+]
 
 
 def section_stems() -> list[str]:
