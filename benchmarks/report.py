@@ -6,6 +6,7 @@ python -m benchmarks.report
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def find(results: list[dict[str, Any]], backend: str, case: str) -> dict[str, An
 
 
 def goal(met: bool, text: str) -> str:
-    return f"- {'✅' if met else '❌ not met:'} {text}"
+    # The theme's icons: an emoji character is an empty box without an emoji font.
+    icon = ":material-check-circle:" if met else ":material-close-circle: not met:"
+    return f"- {icon} {text}"
 
 
 def bulk_goals(results: list[dict[str, Any]]) -> list[str]:
@@ -145,12 +148,39 @@ def api_goals(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot_pagination(results: list[dict[str, Any]], draw: bool) -> str:
-    if not draw:
-        return "assets/performance/pagination.png"
-    import matplotlib
+def both_schemes(name: str, alt: str, draw: Callable[[], Any] | None) -> str:
+    """An image for the light scheme and one for the dark, as Markdown.
 
-    matplotlib.use("Agg")
+    `draw` makes the matplotlib figure; it runs once per scheme, inside the
+    scheme's style. Material shows each image in its own scheme.
+    """
+    light, dark = f"{name}.png", f"{name}-dark.png"
+    if draw is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        PLOTS.mkdir(parents=True, exist_ok=True)
+        for file, style in ((light, "default"), (dark, "dark_background")):
+            with plt.style.context(style):
+                figure = draw()
+                figure.savefig(PLOTS / file, dpi=110)
+                plt.close(figure)
+    return (
+        f"![{alt}](assets/performance/{light}#only-light)\n"
+        f"![{alt}](assets/performance/{dark}#only-dark)"
+    )
+
+
+def plot_pagination(results: list[dict[str, Any]], draw: bool) -> str:
+    alt = "Page cost versus depth"
+    return both_schemes(
+        "pagination", alt, (lambda: pagination_figure(results)) if draw else None
+    )
+
+
+def pagination_figure(results: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -168,18 +198,17 @@ def plot_pagination(results: list[dict[str, Any]], draw: bool) -> str:
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PLOTS / "pagination.png", dpi=110)
-    plt.close(figure)
-    return "assets/performance/pagination.png"
+    return figure
 
 
 def plot_bulk(results: list[dict[str, Any]], draw: bool) -> str:
-    if not draw:
-        return "assets/performance/bulk_insert.png"
-    import matplotlib
+    alt = "Bulk insert rows/s per method"
+    return both_schemes(
+        "bulk_insert", alt, (lambda: bulk_figure(results)) if draw else None
+    )
 
-    matplotlib.use("Agg")
+
+def bulk_figure(results: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
 
     rates = [r for r in results if r["metric"] == "rows/s"]
@@ -195,10 +224,7 @@ def plot_bulk(results: list[dict[str, Any]], draw: bool) -> str:
         row[0].set_title(backend)
         row[0].set_xlabel("rows/s (median, log scale)")
     figure.tight_layout()
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PLOTS / "bulk_insert.png", dpi=110)
-    plt.close(figure)
-    return "assets/performance/bulk_insert.png"
+    return figure
 
 
 def spread(r: dict[str, Any]) -> str:
@@ -430,12 +456,11 @@ def peers_goals(results: list[dict[str, Any]]) -> list[str]:
 
 
 def plot_peers(results: list[dict[str, Any]], draw: bool) -> str:
-    name = "assets/performance/peers.png"
-    if not draw:
-        return name
-    import matplotlib
+    alt = "Requests per second, per app and route"
+    return both_schemes("peers", alt, (lambda: peers_figure(results)) if draw else None)
 
-    matplotlib.use("Agg")
+
+def peers_figure(results: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
 
     apps = peer_apps(results)
@@ -458,10 +483,7 @@ def plot_peers(results: list[dict[str, Any]], draw: bool) -> str:
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize="small")
     figure.tight_layout(rect=(0, 0.14, 1, 1))
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PLOTS / "peers.png", dpi=110)
-    plt.close(figure)
-    return name
+    return figure
 
 
 def measured_between(documents: dict[str, dict[str, Any]]) -> str:
@@ -511,7 +533,7 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "",
             table([r for r in results if r["metric"] == "rows/s"], ["rows"]),
             "",
-            f"![Bulk insert rows/s per method]({plot_bulk(results, draw)})",
+            plot_bulk(results, draw),
             "",
             "Memory of the fast path fed from a generator (SQLite: `executemany` on",
             "chunks of 10,000 rows; PostgreSQL: one `COPY` that streams the generator),",
@@ -553,7 +575,7 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "",
             *pagination_goals(results),
             "",
-            f"![Page cost versus depth]({plot_pagination(results, draw)})",
+            plot_pagination(results, draw),
             "",
             table(results),
             "",
@@ -697,7 +719,7 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "",
             peers_table(results),
             "",
-            f"![Requests per second, per app and route]({plot_peers(results, draw)})",
+            plot_peers(results, draw),
             "",
             "The server's own CPU time per request (µs, median; lower is better),",
             "read from `/proc` around each run. Other work on the machine moves it",

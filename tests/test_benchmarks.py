@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -241,3 +242,22 @@ def test_peers_goals_compare_with_the_best_peer_and_totals_with_totals():
     assert "0.86x (fast, with a total)" in lines[1]
     assert "0.75x (fast, with a total)" in lines[1]
     assert "the price of the total: our list at 0.33x (faster, no total)" in lines[2]
+
+
+def test_goal_lines_use_the_themes_icons_not_emoji_characters():
+    """An emoji character renders as an empty box without an emoji font."""
+    page = (ROOT / "docs" / "performance.md").read_text()
+    assert "\u2705" not in page
+    assert "\u274c" not in page
+    assert ":material-check-circle:" in page
+
+
+def test_every_plot_has_a_twin_for_the_dark_scheme():
+    page = (ROOT / "docs" / "performance.md").read_text()
+    light = re.findall(r"\]\((assets/performance/[\w-]+)\.png#only-light\)", page)
+    dark = re.findall(r"\]\((assets/performance/[\w-]+)-dark\.png#only-dark\)", page)
+    assert light
+    assert light == dark
+    for name in light:
+        assert (ROOT / "docs" / f"{name}.png").is_file()
+        assert (ROOT / "docs" / f"{name}-dark.png").is_file()
