@@ -135,7 +135,9 @@ IfNoneMatch = Annotated[
 
 
 # --8<-- [start:dependencies]
-def item_filters(
+# async def, though nothing is awaited: FastAPI runs a plain `def`
+# dependency in a worker thread, a thread hop on every list request.
+async def item_filters(
     *,
     status: Statuses = None,
     category: Categories = None,
@@ -164,7 +166,7 @@ def item_filters(
     )
 
 
-def item_sort(
+async def item_sort(
     sort: Annotated[
         str,
         Query(
@@ -180,7 +182,7 @@ def item_sort(
         raise invalid("query", "sort", str(exc), sort) from None
 
 
-def cursor_key(request: Request) -> bytes:
+async def cursor_key(request: Request) -> bytes:
     settings: Settings = request.app.state.settings
     return settings.cursor_key
 
