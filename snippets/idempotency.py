@@ -652,6 +652,26 @@ async def dispatch_outbox(
 # --8<-- [end:outbox]
 
 
+# --8<-- [start:naive_json_change]
+async def tag_event_naive(
+    session: AsyncSession, event_id: int, tag: str
+) -> None:
+    event_row = await session.get_one(OutboxEvent, event_id)
+    event_row.payload["tag"] = tag  # changed in place: the ORM sees nothing
+
+
+# --8<-- [end:naive_json_change]
+
+
+# --8<-- [start:json_change]
+async def tag_event(session: AsyncSession, event_id: int, tag: str) -> None:
+    event_row = await session.get_one(OutboxEvent, event_id)
+    event_row.payload = {**event_row.payload, "tag": tag}  # a new value: saved
+
+
+# --8<-- [end:json_change]
+
+
 # --8<-- [start:app]
 router = APIRouter()
 
@@ -863,6 +883,21 @@ def key(value: str) -> dict[str, str]:
 # --8<-- [end:demo_keys]
 
 
+# --8<-- [start:demo_json]
+async def demo_json(sessions: Sessions) -> None:
+    for tag_it in (tag_event_naive, tag_event):
+        async with sessions.begin() as session:
+            await tag_it(session, 1, "vip")
+        async with sessions() as session:
+            event_row = await session.get_one(OutboxEvent, 1)
+            print(tag_it.__name__, "->", event_row.payload.get("tag"))
+            #> tag_event_naive -> None
+            #> tag_event -> vip
+
+
+# --8<-- [end:demo_json]
+
+
 # --8<-- [start:demo_outbox]
 class CrashError(Exception):
     """The process dies: nothing after this line runs."""
@@ -889,9 +924,8 @@ async def demo_outbox(sessions: Sessions) -> None:
             await pay_once(session, None, pay)  # the event is a row
             raise CrashError
     except CrashError:
-        print(
-            "outbox, rolled back, sent:", await dispatch_outbox(sessions, send)
-        )
+        sent_now = await dispatch_outbox(sessions, send)
+        print("outbox, rolled back, sent:", sent_now)
         #> outbox, rolled back, sent: 0
 
     async with sessions.begin() as session:
@@ -925,6 +959,7 @@ async def main() -> None:
             await seed_accounts(app.state.sessions)
             await demo_busy(url)
             await demo_outbox(app.state.sessions)
+            await demo_json(app.state.sessions)
             await demo_keys(app)
 
 

@@ -37,6 +37,8 @@ from snippets.idempotency import (
     run_retrying,
     seed_accounts,
     serializable_conflict,
+    tag_event,
+    tag_event_naive,
     transfer,
     utcnow,
 )
@@ -432,3 +434,25 @@ async def test_a_db_error_in_a_payment_is_classified_not_a_500(bank: Bank):
         with pytest.raises(DBAPIError) as raised:
             await session.flush()
     assert classify(raised.value, Account.metadata).kind is Problem.CHECK
+
+
+# Changing a JSON column
+
+
+async def test_naive_in_place_json_change_is_not_saved(bank: Bank):
+    await bank.client.post("/payments", json=PAY)
+    async with bank.sessions.begin() as session:
+        await tag_event_naive(session, 1, "vip")
+    async with bank.sessions() as session:
+        event_row = await session.get_one(OutboxEvent, 1)
+        assert "tag" not in event_row.payload
+
+
+async def test_assigning_a_new_json_value_is_saved(bank: Bank):
+    await bank.client.post("/payments", json=PAY)
+    async with bank.sessions.begin() as session:
+        await tag_event(session, 1, "vip")
+    async with bank.sessions() as session:
+        event_row = await session.get_one(OutboxEvent, 1)
+        assert event_row.payload["tag"] == "vip"
+        assert event_row.payload["amount"] == "30.00"  # the rest is kept
