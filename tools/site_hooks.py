@@ -56,12 +56,15 @@ def zip_packages() -> None:
     for package in (ROOT / "snippets").glob("*/__init__.py"):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(package.parent.rglob("*.py")):
+            for path in sorted(package.parent.rglob("*")):
+                if not path.is_file() or "__pycache__" in path.parts:
+                    continue  # the package's code and its files (alembic.ini)
                 name = path.relative_to(ROOT).as_posix()
                 info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, path.read_bytes())
         target = ROOT / "docs" / "source" / f"{package.parent.name}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_bytes() != buffer.getvalue():
             target.write_bytes(buffer.getvalue())
 
