@@ -20,6 +20,7 @@ NAMES = [
 ]
 NAMES += ["testing"]
 NAMES += ["workers"]
+NAMES += ["export"]
 
 
 def main() -> int:

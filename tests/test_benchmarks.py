@@ -261,3 +261,12 @@ def test_every_plot_has_a_twin_for_the_dark_scheme():
     for name in light:
         assert (ROOT / "docs" / f"{name}.png").is_file()
         assert (ROOT / "docs" / f"{name}-dark.png").is_file()
+
+
+def test_export_measures_the_whole_file_and_the_stream_with_their_memory(
+    quick_results,
+):
+    results = quick_results["export"]["results"]
+    cases = {(r["backend"], r["params"]["case"], r["params"]["rows"]) for r in results}
+    assert {("sqlite", "whole file", 1_000), ("sqlite", "stream", 2_000)} <= cases
+    assert all(r["peak_mb"] is not None and r["peak_mb"] > 0 for r in results)
