@@ -235,10 +235,10 @@ def test_peers_goals_compare_with_the_best_peer_and_totals_with_totals():
         for route, figures in (("GET /items/{id}", item), ("list of 20", page))
     ]
     lines = report.peers_goals(results)
-    assert lines[0].startswith("- ❌")
+    assert lines[0].startswith("- :material-close-circle: not met:")
     assert "0.83x (faster, no total); by server CPU" in lines[0]
     assert "0.50x (faster, no total)" in lines[0]
-    assert lines[1].startswith("- ❌")
+    assert lines[1].startswith("- :material-close-circle: not met:")
     assert "0.86x (fast, with a total)" in lines[1]
     assert "0.75x (fast, with a total)" in lines[1]
     assert "the price of the total: our list at 0.33x (faster, no total)" in lines[2]
