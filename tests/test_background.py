@@ -22,9 +22,11 @@ from sqlalchemy.exc import IllegalStateChangeError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
+from snippets import background
 from snippets.background import (
     Download,
     Item,
+    category_total,
     count_items,
     create_app,
     create_engine,
@@ -225,22 +227,35 @@ async def test_a_session_per_task_gives_every_total(app: FastAPI):
     assert await totals(sessions, ["desk", "lamp", "mug"]) == expected
 
 
-async def test_tasks_never_hold_more_connections_than_allowed(database_url):
+async def test_tasks_never_hold_more_connections_than_allowed(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+):
     app = create_app(database_url)
     async with lifespan(app):
         await seed_items(app.state.sessions, 30)
         engine = engine_of(app.state.sessions)
         held, most = 0, 0
+        two_held = asyncio.Event()
 
         def checkout(*_: Any) -> None:
             nonlocal held, most
             held += 1
             most = max(most, held)
+            if held == 2:
+                two_held.set()
 
         def checkin(*_: Any) -> None:
             nonlocal held
             held -= 1
 
+        # Each task keeps its connection until a second task holds one too,
+        # so the overlap does not depend on how fast the server answers.
+        async def total_then_wait(session: AsyncSession, category: str) -> Decimal:
+            total = await category_total(session, category)
+            await asyncio.wait_for(two_held.wait(), timeout=10)
+            return total
+
+        monkeypatch.setattr(background, "category_total", total_then_wait)
         event.listen(engine.sync_engine, "checkout", checkout)
         event.listen(engine.sync_engine, "checkin", checkin)
         categories = ["desk", "lamp", "mug"] * 4
