@@ -29,7 +29,14 @@ PROGRAMS = sorted(
     if p.name != "__init__.py"
 )
 PAGES_WITHOUT_SECTION = {"index", "pitfalls", "performance"}
-TESTS_WITHOUT_SECTION = {"pipeline", "site", "site_browser", "benchmarks", "matrix"}
+TESTS_WITHOUT_SECTION = {
+    "pipeline",
+    "site",
+    "site_browser",
+    "benchmarks",
+    "matrix",
+    "links",
+}
 MARKER = re.compile(r"^\s*# --8<-- \[(start|end):([\w-]+)\]\s*$")
 INCLUDE = re.compile(r'^\s*--8<-- "([^":]+)(?::([\w-]+))?"\s*$')
 STORY_FUNCTIONS = re.compile(r"^(main|demo_\w+)$")
