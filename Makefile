@@ -39,7 +39,7 @@ format: $(STAMP)
 # Two workers, one test file each at a time: module fixtures (the browser)
 # stay in one process. The suite takes about 65 s this way, 90 s serially.
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile -m "not fresh_env"
 
 MATRIX_STAMP := $(VENV)/.installed-matrix-stamp
 $(MATRIX_STAMP): $(STAMP)

@@ -4,6 +4,7 @@ the index page says, and notebooks that run downloaded alone."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -24,13 +25,6 @@ from tools import site_hooks
 from tools import versions as v
 
 ROOT = Path(__file__).resolve().parent.parent
-# A fresh environment costs about 30 s of pip. `make test` runs the
-# reference API's notebook alone (the recipes' install cell is the same text,
-# checked below; its package comes from a download). The matrix sessions set
-# COOKBOOK_NOTEBOOKS_ALONE to `all` or `none` (noxfile.py).
-ALONE = {"all": nb.section_stems(), "none": []}.get(
-    os.environ.get("COOKBOOK_NOTEBOOKS_ALONE", ""), ["inventory"]
-)
 
 
 def noxfile_constant(name: str) -> object:
@@ -39,6 +33,14 @@ def noxfile_constant(name: str) -> object:
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == name:
             return ast.literal_eval(node.value)
     raise LookupError(name)
+
+
+@pytest.fixture(scope="module")
+def record() -> dict[str, Any]:
+    """docs/versions.json, written by `make test-matrix`."""
+    if os.environ.get("COOKBOOK_MATRIX"):
+        pytest.skip("a matrix session: the matrix writes this record after it")
+    return dict(json.loads(v.RECORD.read_text()))
 
 
 def test_lowest_constraints_pin_every_lower_bound_of_pyproject():
@@ -58,6 +60,73 @@ def test_the_matrix_covers_every_supported_python():
     assert v.tomllib.loads(v.PYPROJECT.read_text())["project"]["requires-python"] == (
         f">={pythons[0]}"
     )
+
+
+def test_the_record_ran_the_lowest_versions_on_the_lowest_python(
+    record: dict[str, Any],
+):
+    (lowest,) = [r for r in record["runs"] if r["session"] == "lowest"]
+    assert lowest["libraries"] == v.read_constraints()
+    assert lowest["python"].startswith(f"{noxfile_constant('LOWEST_PYTHON')}.")
+
+
+def test_the_record_ran_allowed_latest_versions_on_every_python(record: dict[str, Any]):
+    latest = [r for r in record["runs"] if r["session"] != "lowest"]
+    ran = sorted(".".join(r["python"].split(".")[:2]) for r in latest)
+    assert ran == noxfile_constant("PYTHONS")
+    allowed = {r.name.lower(): r.specifier for r in v.runtime_requirements()}
+    for run in latest:
+        assert run["session"] == f"latest-{'.'.join(run['python'].split('.')[:2])}"
+        assert run["libraries"].keys() == allowed.keys()
+        for name, version in run["libraries"].items():
+            assert allowed[name].contains(version), f"{run['session']}: {name}"
+
+
+def test_every_recorded_run_passed_on_both_databases(record: dict[str, Any]):
+    for run in record["runs"]:
+        assert run["tests"]["failed"] == 0, run["session"]
+        assert run["tests"]["passed"] > 0, run["session"]
+        assert run["postgresql"], f"{run['session']}: PostgreSQL half not run"
+        assert v.version_tuple(run["sqlite"]) >= v.version_tuple(
+            record["minimum_sqlite"]
+        )
+
+
+def test_index_page_shows_the_version_record(record: dict[str, Any]):
+    page = v.INDEX.read_text()
+    assert v.START in page
+    assert page.count(v.START) == page.count(v.END) == 1
+    assert v.index_with(record, page) == page, "run `python -m tools.versions write`"
+
+
+def test_index_table_shows_each_run_in_its_column(record: dict[str, Any]):
+    table = v.render(record)
+    for run in record["runs"]:
+        assert run["python"] in table
+        for version in run["libraries"].values():
+            assert f"| {version} |" in table or f"| {version} " in table
+
+
+def test_minimum_sqlite_is_the_newest_feature_the_snippets_use(record: dict[str, Any]):
+    sources = "\n".join(p.read_text() for p in (ROOT / "snippets").rglob("*.py"))
+    for name, _, pattern in v.SQLITE_FEATURES:
+        assert re.search(pattern, sources), f"{name} is no longer used"
+    assert record["minimum_sqlite"] == v.minimum_sqlite() == "3.35.0"
+
+
+def test_the_record_ran_the_suite_in_another_time_zone(record: dict[str, Any]):
+    zones = noxfile_constant("OTHER_TIME_ZONE")
+    assert isinstance(zones, dict)
+    for run in record["runs"]:
+        assert run["time_zone"] == zones.get(run["session"], "UTC"), run["session"]
+
+
+def test_the_record_ran_every_notebook_downloaded_alone(record: dict[str, Any]):
+    pythons = noxfile_constant("PYTHONS")
+    assert isinstance(pythons, list)
+    alone = {r["session"]: r["notebooks_alone"] for r in record["runs"]}
+    assert alone.pop(f"latest-{pythons[-1]}") == len(nb.section_stems())
+    assert set(alone.values()) == {0}
 
 
 @pytest.mark.parametrize("stem", nb.section_stems())
@@ -178,17 +247,20 @@ def run_alone(stem: str, workdir: Path) -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Each notebook of ALONE run alone, three at a time (pip waits a lot)."""
+    """Each notebook run alone, three at a time (pip waits a lot)."""
     site_hooks.zip_packages()  # the packages' downloads, as the site has them
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
             stem: pool.submit(run_alone, stem, tmp_path_factory.mktemp(stem))
-            for stem in ALONE
+            for stem in nb.section_stems()
         }
     return {stem: f.exception() or f.result() for stem, f in futures.items()}
 
 
-@pytest.mark.parametrize("stem", ALONE)
+# A fresh environment costs about 30 s of pip: `make test` leaves these to
+# the matrix's newest-Python session (noxfile.FRESH_ENV), which .ci/run runs.
+@pytest.mark.fresh_env
+@pytest.mark.parametrize("stem", nb.section_stems())
 def test_notebook_runs_downloaded_alone_in_a_fresh_environment(stem: str, alone):
     """Only Jupyter's kernel installed; the notebook installs the rest."""
     notebook = alone[stem]
