@@ -1,9 +1,10 @@
 """Where a read's time goes: one item by id, layer by layer, in one process.
 
 The reference API's GET /items/{id} is a database read wrapped in layers:
-the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction.
-Each case adds one layer; reads run one after another, so each figure is the
-latency (CPU plus round trips) of one read.
+the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction
+(the read session's, which rolls back; the last case is a write session's,
+which commits, for comparison). Each case adds one layer; reads run one after
+another, so each figure is the latency (CPU plus round trips) of one read.
 
     python -m benchmarks.read_layers [--quick]
 """
@@ -70,7 +71,8 @@ def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
     autocommit = without_begin(engine)
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = with_soft_delete(create_session_factory(autocommit))
-    per_request = with_soft_delete(create_read_session_factory(engine))
+    reads = with_soft_delete(create_read_session_factory(engine))
+    writes = with_soft_delete(create_session_factory(engine))
     core_query = select(Item.__table__).where(Item.id == ITEM_ID)
 
     async def core() -> Any:
@@ -85,8 +87,12 @@ def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
         async with filtered() as session:
             return await crud.get_item(session, ITEM_ID)
 
-    async def orm_transaction() -> Any:
-        async with per_request.begin() as session:  # what the API does
+    async def read_session() -> Any:
+        async with reads() as session:  # ReadSessionDep: GET /items/{id}
+            return await crud.get_item(session, ITEM_ID)
+
+    async def write_session() -> Any:
+        async with writes.begin() as session:  # SessionDep: commits
             return await crud.get_item(session, ITEM_ID)
 
     return {
@@ -94,7 +100,8 @@ def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
         "+ SQLAlchemy Core, pooled connection": core,
         "+ ORM session and entity": orm_read,
         "+ soft-delete filter (do_orm_execute)": orm_filtered,
-        "+ BEGIN and COMMIT (the API's session)": orm_transaction,
+        "+ BEGIN and ROLLBACK (the API's read session)": read_session,
+        "+ BEGIN and COMMIT instead (a write session)": write_session,
     }
 
 

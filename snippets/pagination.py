@@ -404,12 +404,16 @@ async def offset_page(
     offset: int,
 ) -> tuple[Sequence[Item], int]:
     query = filtered(category)
-    total = await session.scalar(
-        select(func.count()).select_from(query.subquery())
-    )
-    ordered = query.order_by(*(key.order_by() for key in SORTS[sort]))
-    rows = await session.scalars(ordered.limit(limit).offset(offset))
-    return rows.all(), total or 0
+    count = select(func.count()).select_from(query.subquery())
+    # The total rides on every row: one statement, one round trip, and the
+    # count and the page read the same snapshot.
+    page = query.add_columns(count.scalar_subquery())
+    ordered = page.order_by(*(key.order_by() for key in SORTS[sort]))
+    rows = (await session.execute(ordered.limit(limit).offset(offset))).all()
+    if rows:
+        return [item for item, _ in rows], rows[0][1]
+    # Past the last page no row carries the total: count on its own.
+    return [], await session.scalar(count) or 0
 
 
 # --8<-- [end:offset_page]

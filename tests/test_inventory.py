@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
@@ -531,6 +531,41 @@ async def test_list_envelope_limit_and_offset(client: httpx.AsyncClient):
     assert [i["id"] for i in one["items"]] == [4]
     far = (await client.get("/items", params={"offset": 10**6})).json()
     assert (far["items"], far["total"]) == ([], 25)
+
+
+async def test_a_page_and_its_total_are_one_select(
+    app: FastAPI, client: httpx.AsyncClient
+):
+    rows = [
+        body(f"item{n:02d}", status="draft" if n % 2 else "active") for n in range(9)
+    ]
+    await client.post("/items/bulk", json={"items": rows})
+    await client.delete("/items/1")  # live items: 8, of them active: 4
+    selects: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    engine = app.state.read_sessions.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = (await client.get("/items", params={"limit": 3})).json()
+        assert (len(page["items"]), page["total"]) == (3, 8)
+        assert len(selects) == 1, selects
+        active = {"status": "active", "limit": 2, "offset": 1}
+        page = (await client.get("/items", params=active)).json()
+        assert ([i["name"] for i in page["items"]], page["total"]) == (
+            ["item04", "item06"],
+            4,
+        )
+        assert len(selects) == 2
+        # Past the end no row carries the total: a second SELECT counts.
+        far = (await client.get("/items", params={"offset": 50})).json()
+        assert (far["items"], far["total"]) == ([], 8)
+        assert len(selects) == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_filters_any_of_inclusive_bounds_and_literal_search(

@@ -358,6 +358,24 @@ async def test_total_counts_the_filtered_rows_also_past_the_last_page(database_u
     assert (pages[2]["items"], pages[2]["total"]) == ([], 0)
 
 
+async def test_a_page_with_its_total_is_one_select(database_url):
+    async with serve(database_url, rows=30) as client:
+        engine = engine_of(app_of(client)).sync_engine
+        selects: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                selects.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        page = (await client.get("/items", params={"category": "games"})).json()
+        assert (len(page["items"]), page["total"]) == (10, 10)
+        assert len(selects) == 1, selects
+        past = (await client.get("/items", params={"offset": 40})).json()
+        assert (past["items"], past["total"]) == ([], 30)
+        assert len(selects) == 3  # no row to carry it: the count alone
+
+
 # -- keyset walks ----------------------------------------------------------------
 
 

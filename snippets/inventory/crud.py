@@ -261,23 +261,28 @@ async def list_items(
     *,
     trash: bool = False,
 ) -> tuple[list[Item], int]:
-    """One page of items, and how many match in all."""
+    """One page of items, and how many match in all: one statement."""
     where = filters.conditions()
     if trash:
         where.append(Item.deleted_at.is_not(None))
     options = {"include_deleted": trash}
-    total = await session.scalar(
-        select(func.count(Item.id)).where(*where).execution_options(**options)
-    )
-    page = await session.scalars(
-        select(Item)
-        .where(*where)
-        .order_by(*(by.key().order_by() for by in sort))
-        .limit(limit)
-        .offset(offset)
-        .execution_options(**options)
-    )
-    return list(page.all()), int(total or 0)
+    # Uncorrelated: counted once for the statement, not once per row.
+    count = select(func.count(Item.id)).where(*where).correlate(None)
+    rows = (
+        await session.execute(
+            select(Item, count.scalar_subquery())
+            .where(*where)
+            .order_by(*(by.key().order_by() for by in sort))
+            .limit(limit)
+            .offset(offset)
+            .execution_options(**options)
+        )
+    ).all()
+    if rows:
+        return [item for item, _ in rows], rows[0][1]
+    # A page past the end has no row to carry the total: count alone.
+    total = await session.scalar(count.execution_options(**options))
+    return [], int(total or 0)
 
 
 async def keyset_page(
