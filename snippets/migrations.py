@@ -5,7 +5,9 @@ Run it: python -m snippets.migrations
 
 # --8<-- [start:imports]
 import asyncio
+import gc
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,11 +143,17 @@ def run_migrations_online_naive(url: str) -> None:
 
 # --8<-- [start:demo_env]
 async def demo_env(url: str) -> None:
-    try:
-        run_migrations_online_naive(url)  # from inside the running loop
-    except RuntimeError as exc:
-        print("naive:", exc)
-        #> naive: asyncio.run() cannot be called from a running event loop
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            run_migrations_online_naive(url)  # from inside the running loop
+        except RuntimeError as exc:
+            print("naive:", exc)
+            #> naive: asyncio.run() cannot be called from a running event loop
+        gc.collect()  # the coroutine it was handed dies here, unawaited
+    for warning in caught:  # shown here, not on stderr far from its cause
+        print("  warns:", warning.message)
+        #>   warns: coroutine 'run_async_migrations_from_url' was never awaited
     engine = create_engine(url)
     await migrate(engine, create_products)
     async with engine.connect() as conn:

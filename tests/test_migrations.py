@@ -3,6 +3,8 @@ API migrates a fresh database, round-trips, and its schema matches its models.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -34,6 +36,7 @@ from snippets.migrations import (
     migrate_outside_transaction,
     run_migrations_online_naive,
 )
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -291,3 +294,18 @@ async def test_naive_upgrade_inside_the_running_loop_fails(
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     with pytest.raises(RuntimeError, match="cannot be called from a running"):
         command.upgrade(alembic_config(), "head")
+
+
+def test_the_naive_env_demo_leaves_nothing_on_stderr():
+    """The unawaited coroutine's warning is printed beside its cause."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snippets.migrations"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "coroutine 'run_async_migrations_from_url' was never awaited" in (
+        result.stdout
+    )
+    assert result.stderr == ""
