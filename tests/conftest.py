@@ -126,3 +126,14 @@ def built_site(tmp_path_factory: pytest.TempPathFactory, site_port: int) -> Path
     )
     assert result.returncode == 0, result.stderr
     return site
+
+
+def run_snippet(stem: str) -> subprocess.CompletedProcess[str]:
+    """`python -m snippets.<stem>`, as a reader runs it; fails if it fails."""
+    return subprocess.run(
+        [sys.executable, "-m", f"snippets.{stem}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )

@@ -3,8 +3,6 @@ API migrates a fresh database, round-trips, and its schema matches its models.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -36,7 +34,7 @@ from snippets.migrations import (
     migrate_outside_transaction,
     run_migrations_online_naive,
 )
-from tests.conftest import ROOT
+from tests.conftest import run_snippet
 
 
 @pytest.fixture
@@ -298,13 +296,7 @@ async def test_naive_upgrade_inside_the_running_loop_fails(
 
 def test_the_naive_env_demo_leaves_nothing_on_stderr():
     """The unawaited coroutine's warning is printed beside its cause."""
-    result = subprocess.run(
-        [sys.executable, "-m", "snippets.migrations"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_snippet("migrations")
     assert "coroutine 'run_async_migrations_from_url' was never awaited" in (
         result.stdout
     )

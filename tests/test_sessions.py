@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from snippets.sessions import (
     sql_log,
     write_after,
 )
+from tests.conftest import run_snippet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -600,12 +599,6 @@ async def test_postgres_lock_timeout_is_503_with_retry_after(postgres_url: str):
 
 def test_the_missing_greenlet_demos_leave_nothing_on_stderr():
     """Issue #11: the "never awaited" warning is shown where it belongs."""
-    result = subprocess.run(
-        [sys.executable, "-m", "snippets.sessions"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_snippet("sessions")
     assert "never awaited" in result.stdout  # printed, explained, by the demo
     assert result.stderr == ""
