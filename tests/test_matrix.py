@@ -135,9 +135,32 @@ def test_notebook_installs_pyprojects_dependencies_first(stem: str):
     first = next(c for c in notebook.cells if c.cell_type == "code")
     install = next(line for line in first.source.splitlines() if "%pip" in line)
     quoted = re.findall(r'"([^"]+)"', install)
-    assert quoted == v.notebook_requirements()
+    page = nb.PAGE_NEEDS.get(stem, {})
+    assert quoted == v.notebook_requirements(page.values())
     names = {Requirement(r).name.lower() for r in quoted}
-    assert names <= set(nb.NEEDED_MODULES), "a requirement the guard never checks"
+    checked = {*nb.NEEDED_MODULES, *page.values()}
+    assert names <= checked, "a requirement the guard never checks"
+    assert f"NEEDS = {[*nb.NEEDED_MODULES, *page]}".replace("'", '"') in first.source
+
+
+@pytest.mark.parametrize("stem", nb.section_stems())
+def test_notebook_installs_what_its_code_imports(stem: str):
+    """Every module a notebook imports is in the standard library, in the
+    project's core dependencies, or installed for that page."""
+    notebook = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    imported = set()
+    for cell in notebook.cells[1:]:
+        if cell.cell_type != "code" or cell.id.endswith("-install"):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"snippets"}
+    brought = {"pydantic_core", "starlette"}  # by a core dependency
+    allowed = {*nb.NEEDED_MODULES, *nb.PAGE_NEEDS.get(stem, {}), *brought}
+    assert third_party <= allowed
 
 
 @pytest.mark.parametrize("stem", nb.section_stems())

@@ -54,6 +54,12 @@ NEEDED_MODULES = [
     "httpx",
     "alembic",
 ]
+# What a page's code needs beyond the core dependencies: each module, and
+# the distribution that brings it (installed as pyproject's extras pin it).
+PAGE_NEEDS = {
+    "connections": {"asyncpg": "asyncpg"},  # its outage demo: an asyncpg URL
+    "testing": {"pytest": "pytest", "pytest_asyncio": "pytest-asyncio"},
+}
 
 
 def section_stems() -> list[str]:
@@ -196,8 +202,9 @@ def how_to_run(stem: str) -> str:
 def install_code(stem: str) -> str:
     """The first code cell: install what is missing, a no-op where it is not."""
     # Double quotes: %pip runs through the shell, and cmd.exe knows no others.
-    requirements = " ".join(f'"{r}"' for r in notebook_requirements())
-    needs = ", ".join(f'"{name}"' for name in NEEDED_MODULES)
+    page = PAGE_NEEDS.get(stem, {})
+    requirements = " ".join(f'"{r}"' for r in notebook_requirements(page.values()))
+    needs = ", ".join(f'"{name}"' for name in [*NEEDED_MODULES, *page])
     lines = [
         "# Installs the cookbook's tested versions when a library is missing:",
         "# a fresh Jupyter needs them; an environment that has them skips this.",

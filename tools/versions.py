@@ -22,6 +22,7 @@ import sqlite3
 import sys
 import time
 import tomllib
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,17 @@ def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
     return pins
 
 
-def notebook_requirements() -> list[str]:
-    """What a notebook installs: pyproject's core dependencies, as written."""
+def notebook_requirements(extra: Iterable[str] = ()) -> list[str]:
+    """What a notebook installs: pyproject's core dependencies, then the
+    requirement of each distribution in `extra` as an extra states it."""
     project = tomllib.loads(PYPROJECT.read_text())["project"]
-    return [line.replace(" ", "") for line in project["dependencies"]]
+    lines = list(project["dependencies"])
+    extras = [
+        line for group in project["optional-dependencies"].values() for line in group
+    ]
+    for name in extra:
+        lines += sorted({line for line in extras if Requirement(line).name == name})
+    return [line.replace(" ", "") for line in lines]
 
 
 def minimum_sqlite() -> str:
