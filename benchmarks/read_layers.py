@@ -2,9 +2,10 @@
 
 The reference API's GET /items/{id} is a database read wrapped in layers:
 the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction
-(the read session's, which rolls back; the last case is a write session's,
-which commits, for comparison). Each case adds one layer; reads run one after
-another, so each figure is the latency (CPU plus round trips) of one read.
+(the read session's, which rolls back), the pool's pre-ping at checkout; the
+last case is a write session's transaction, which commits, for comparison.
+Each case adds one layer; reads run one after another, so each figure is the
+latency (CPU plus round trips) of one read.
 
     python -m benchmarks.read_layers [--quick]
 """
@@ -18,11 +19,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from benchmarks.common import Config, Result, main, measure
 from snippets.inventory import crud
 from snippets.inventory.database import (
+    Sessions,
     create_engine,
     create_read_session_factory,
     create_session_factory,
@@ -59,20 +61,26 @@ Read = Callable[[], Awaitable[Any]]
 
 
 def without_begin(engine: AsyncEngine) -> AsyncEngine:
-    """No BEGIN for the first layers. SQLite's driver sends none before a
-    SELECT anyway, and switching its mode costs a trip to its thread."""
+    """An engine that sends no BEGIN, for the first layers: autocommit on
+    PostgreSQL; on SQLite the driver's own default (it sends no BEGIN before
+    a SELECT), not the foundation's engine, whose listener always sends one."""
     if engine.dialect.name == "sqlite":
-        return engine
+        return create_async_engine(engine.url)
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
-    """Each case: one read, with one more layer than the case before."""
+def layers(engine: AsyncEngine, api: AsyncEngine, driver: Read) -> dict[str, Read]:
+    """Each case: one read, with one more layer than the case before.
+
+    `engine` is the foundation's engine; `api` the same with the reference
+    API's `pool_pre_ping=True`.
+    """
     autocommit = without_begin(engine)
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = with_soft_delete(create_session_factory(autocommit))
     reads = with_soft_delete(create_read_session_factory(engine))
-    writes = with_soft_delete(create_session_factory(engine))
+    api_reads = with_soft_delete(create_read_session_factory(api))
+    api_writes = with_soft_delete(create_session_factory(api))
     core_query = select(Item.__table__).where(Item.id == ITEM_ID)
 
     async def core() -> Any:
@@ -83,24 +91,21 @@ def layers(engine: AsyncEngine, driver: Read) -> dict[str, Read]:
         async with orm() as session:
             return await session.scalar(select(Item).where(Item.id == ITEM_ID))
 
-    async def orm_filtered() -> Any:
-        async with filtered() as session:
-            return await crud.get_item(session, ITEM_ID)
-
-    async def read_session() -> Any:
-        async with reads() as session:  # ReadSessionDep: GET /items/{id}
+    async def get_item(sessions: Sessions) -> Any:
+        async with sessions() as session:  # ReadSessionDep: GET /items/{id}
             return await crud.get_item(session, ITEM_ID)
 
     async def write_session() -> Any:
-        async with writes.begin() as session:  # SessionDep: commits
+        async with api_writes.begin() as session:  # SessionDep: commits
             return await crud.get_item(session, ITEM_ID)
 
     return {
         "driver alone (prepared statement)": driver,
         "+ SQLAlchemy Core, pooled connection": core,
         "+ ORM session and entity": orm_read,
-        "+ soft-delete filter (do_orm_execute)": orm_filtered,
-        "+ BEGIN and ROLLBACK (the API's read session)": read_session,
+        "+ soft-delete filter (do_orm_execute)": lambda: get_item(filtered),
+        "+ BEGIN and ROLLBACK (the read session)": lambda: get_item(reads),
+        "+ pool_pre_ping (the API's GET /items/{id})": lambda: get_item(api_reads),
         "+ BEGIN and COMMIT instead (a write session)": write_session,
     }
 
@@ -135,10 +140,11 @@ async def run(config: Config) -> list[Result]:
     results: list[Result] = []
     for backend, url in urls.items():
         engine = await prepare(url)
+        api = create_engine(url, pool_pre_ping=True)
         try:
-            async with without_begin(engine).connect() as conn:
+            async with engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
-                cases = layers(engine, await driver_reader(engine, raw))
+                cases = layers(engine, api, await driver_reader(engine, raw))
                 first = 0.0
                 for case, read in cases.items():
                     value, runs = await measure(
@@ -159,6 +165,7 @@ async def run(config: Config) -> list[Result]:
                         )
                     )
         finally:
+            await api.dispose()
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
             await engine.dispose()

@@ -174,6 +174,25 @@ def both_schemes(name: str, alt: str, draw: Callable[[], Any] | None) -> str:
     )
 
 
+def read_layer_notes(results: list[dict[str, Any]]) -> list[str]:
+    """What the read session's transaction and the pre-ping each add."""
+    lines = []
+    for backend in sorted({r["backend"] for r in results}, reverse=True):
+        rows = [r for r in results if r["backend"] == backend]
+        cost = {r["case"]: r["value"] for r in rows}
+        filtered, transaction, ping = (
+            cost["+ soft-delete filter (do_orm_execute)"],
+            cost["+ BEGIN and ROLLBACK (the read session)"],
+            cost["+ pool_pre_ping (the API's GET /items/{id})"],
+        )
+        lines.append(
+            f"- {backend}: the read session's BEGIN and ROLLBACK add"
+            f" {fmt(transaction - filtered)} µs to a read of {fmt(filtered)} µs,"
+            f" the pre-ping {fmt(ping - transaction)} µs more."
+        )
+    return lines
+
+
 def plot_pagination(results: list[dict[str, Any]], draw: bool) -> str:
     alt = "Page cost versus depth"
     return both_schemes(
@@ -647,6 +666,25 @@ def render(documents: dict[str, dict[str, Any]], draw: bool = True) -> str:
             "",
             table(documents["read_layers"]["results"], ["reads"]),
             "",
+            *read_layer_notes(documents["read_layers"]["results"]),
+            "",
+            "Two of those layers are choices, and the reference API keeps both:",
+            "",
+            "- **The read transaction.** A read that is one statement is atomic",
+            "  without one (it sees one snapshot on both databases), so a one-",
+            "  statement route could skip BEGIN and ROLLBACK: an",
+            '  `isolation_level="AUTOCOMMIT"` engine on PostgreSQL, no BEGIN on',
+            "  SQLite. The API keeps the transaction because a read that later",
+            "  grows a second statement (an order and its lines, a page and its",
+            "  count past the end) would then silently read two snapshots, and",
+            "  streaming a large result on PostgreSQL needs one.",
+            "- **The pre-ping.** `pool_pre_ping=True` tests each connection at",
+            "  checkout, so no request fails on a connection a database restart",
+            "  killed (see [Connections](connections.md)). With asyncpg the ping",
+            "  is a `BEGIN`, a `;` and a `ROLLBACK`: three round trips outside",
+            "  autocommit. Without it, a request on a connection a restart killed",
+            "  answers `503` (the foundation's handler) until the pool has replaced",
+            "  it.",
         ]
     if "testing" in documents:
         out += [

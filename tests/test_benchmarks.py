@@ -108,11 +108,12 @@ def test_read_layers_add_one_layer_per_case_from_the_driver(quick_results):
     assert results[0]["case"].startswith("driver alone")
     assert results[0]["ratio"] == 1
     cases = [r["case"] for r in results]
-    assert cases[-2:] == [
-        "+ BEGIN and ROLLBACK (the API's read session)",
+    assert cases[-3:] == [
+        "+ BEGIN and ROLLBACK (the read session)",
+        "+ pool_pre_ping (the API's GET /items/{id})",
         "+ BEGIN and COMMIT instead (a write session)",
     ]
-    assert len(set(cases)) == len(results) == 6
+    assert len(set(cases)) == len(results) == 7
 
 
 def test_the_performance_page_is_generated_from_the_committed_results():
