@@ -2,8 +2,10 @@
 
 The reference API's GET /items/{id} is a database read wrapped in layers:
 the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction
-(the read session's, which rolls back), the pool's pre-ping at checkout; the
-last case is a write session's transaction, which commits, for comparison.
+(the read session's, which rolls back): that is the API's read, whose
+`ping_when_idle` sends no ping to connections used back to back. The last
+two cases are for comparison: a ping at every checkout (`pool_pre_ping=True`),
+and a write session's transaction, which commits.
 Each case adds one layer; reads run one after another, so each figure is the
 latency (CPU plus round trips) of one read.
 
@@ -28,6 +30,7 @@ from snippets.inventory.database import (
     create_engine,
     create_read_session_factory,
     create_session_factory,
+    ping_when_idle,
     with_soft_delete,
 )
 from snippets.inventory.models import Base, Item
@@ -69,18 +72,18 @@ def without_begin(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def layers(engine: AsyncEngine, api: AsyncEngine, driver: Read) -> dict[str, Read]:
+def layers(engine: AsyncEngine, pinged: AsyncEngine, driver: Read) -> dict[str, Read]:
     """Each case: one read, with one more layer than the case before.
 
-    `engine` is the foundation's engine; `api` the same with the reference
-    API's `pool_pre_ping=True`.
+    `engine` is the reference API's engine (the foundation's, with
+    `ping_when_idle`); `pinged` the same with `pool_pre_ping=True`.
     """
     autocommit = without_begin(engine)
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = with_soft_delete(create_session_factory(autocommit))
     reads = with_soft_delete(create_read_session_factory(engine))
-    api_reads = with_soft_delete(create_read_session_factory(api))
-    api_writes = with_soft_delete(create_session_factory(api))
+    pinged_reads = with_soft_delete(create_read_session_factory(pinged))
+    writes = with_soft_delete(create_session_factory(engine))
     core_query = select(Item.__table__).where(Item.id == ITEM_ID)
 
     async def core() -> Any:
@@ -96,7 +99,7 @@ def layers(engine: AsyncEngine, api: AsyncEngine, driver: Read) -> dict[str, Rea
             return await crud.get_item(session, ITEM_ID)
 
     async def write_session() -> Any:
-        async with api_writes.begin() as session:  # SessionDep: commits
+        async with writes.begin() as session:  # SessionDep: commits
             return await crud.get_item(session, ITEM_ID)
 
     return {
@@ -104,8 +107,10 @@ def layers(engine: AsyncEngine, api: AsyncEngine, driver: Read) -> dict[str, Rea
         "+ SQLAlchemy Core, pooled connection": core,
         "+ ORM session and entity": orm_read,
         "+ soft-delete filter (do_orm_execute)": lambda: get_item(filtered),
-        "+ BEGIN and ROLLBACK (the read session)": lambda: get_item(reads),
-        "+ pool_pre_ping (the API's GET /items/{id})": lambda: get_item(api_reads),
+        "+ BEGIN and ROLLBACK (the API's read session)": lambda: get_item(reads),
+        "+ pool_pre_ping=True (a ping at every checkout)": lambda: get_item(
+            pinged_reads
+        ),
         "+ BEGIN and COMMIT instead (a write session)": write_session,
     }
 
@@ -140,11 +145,12 @@ async def run(config: Config) -> list[Result]:
     results: list[Result] = []
     for backend, url in urls.items():
         engine = await prepare(url)
-        api = create_engine(url, pool_pre_ping=True)
+        ping_when_idle(engine)  # as the API's lifespan does
+        pinged = create_engine(url, pool_pre_ping=True)
         try:
             async with engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
-                cases = layers(engine, api, await driver_reader(engine, raw))
+                cases = layers(engine, pinged, await driver_reader(engine, raw))
                 first = 0.0
                 for case, read in cases.items():
                     value, runs = await measure(
@@ -165,7 +171,7 @@ async def run(config: Config) -> list[Result]:
                         )
                     )
         finally:
-            await api.dispose()
+            await pinged.dispose()
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
             await engine.dispose()

@@ -109,8 +109,8 @@ def test_read_layers_add_one_layer_per_case_from_the_driver(quick_results):
     assert results[0]["ratio"] == 1
     cases = [r["case"] for r in results]
     assert cases[-3:] == [
-        "+ BEGIN and ROLLBACK (the read session)",
-        "+ pool_pre_ping (the API's GET /items/{id})",
+        "+ BEGIN and ROLLBACK (the API's read session)",
+        "+ pool_pre_ping=True (a ping at every checkout)",
         "+ BEGIN and COMMIT instead (a write session)",
     ]
     assert len(set(cases)) == len(results) == 7

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from snippets.connections import (
@@ -42,6 +43,7 @@ from snippets.connections import (
     demo_refused,
     limit_transaction,
     max_connections,
+    ping_when_idle,
     pooled_lifespan,
     seed,
     ship_and_read,
@@ -242,6 +244,70 @@ async def test_pre_ping_survives_terminated_connections(postgres_url: str):
         await seed(app)
         assert (await http.get("/items/1")).status_code == 200
         assert await terminate_all(postgres_url) >= 1
+        assert (await http.post("/items/1/ship")).status_code == 201
+
+
+IDLE = 0.2  # seconds: ping_when_idle's window in these tests
+
+
+def count_pings(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    dialect = engine.sync_engine.dialect
+    pings: list[None] = []
+    ping = dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(None)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return pings
+
+
+async def test_ping_when_idle_pings_only_connections_left_idle(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    ping_when_idle(engine, idle=IDLE)
+    pings = count_pings(engine, monkeypatch)
+    try:
+        for _ in range(5):  # back to back, as under load: no ping
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert len(pings) == 0
+        await asyncio.sleep(IDLE * 1.5)
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        assert len(pings) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_ping_when_idle_replaces_connections_a_restart_killed(
+    postgres_url: str,
+):
+    app = create_app(postgres_url, pool_size=2)
+    async with running(app) as http:
+        ping_when_idle(app.state.sessions.kw["bind"], idle=IDLE)
+        await seed(app)
+        assert (await http.get("/items/1")).status_code == 200
+        assert await terminate_all(postgres_url) >= 1
+        await asyncio.sleep(IDLE * 1.5)  # a restart takes longer than this
+        assert (await http.post("/items/1/ship")).status_code == 201
+
+
+async def test_ping_when_idle_trusts_a_connection_used_within_the_window(
+    postgres_url: str,
+):
+    """The price of skipping the ping: a connection that died less than
+    `idle` seconds after its last use fails one request, then the pool
+    replaces every connection older than that failure."""
+    app = create_app(postgres_url, pool_size=2)
+    async with running(app) as http:
+        ping_when_idle(app.state.sessions.kw["bind"], idle=60)
+        await seed(app)
+        assert (await http.get("/items/1")).status_code == 200
+        assert await terminate_all(postgres_url) >= 1
+        assert (await http.post("/items/1/ship")).status_code == 503
         assert (await http.post("/items/1/ship")).status_code == 201
 
 

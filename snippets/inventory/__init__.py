@@ -16,6 +16,7 @@ from snippets.inventory.database import (
     create_engine,
     create_read_session_factory,
     create_session_factory,
+    ping_when_idle,
     with_soft_delete,
 )
 from snippets.inventory.database_errors import (
@@ -38,11 +39,8 @@ async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The foundation's lifespan, with the pool size, migrations instead of
     create_all, and the soft-delete filter of this service."""
     settings: Settings = app.state.settings
-    engine = create_engine(
-        settings.database_url,
-        pool_size=settings.pool_size,
-        pool_pre_ping=True,  # a connection the server closed is replaced
-    )
+    engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+    ping_when_idle(engine)  # a connection a restart killed is replaced
     async with engine.begin() as conn:
         await upgrade_to_head(conn)  # Alembic, on this connection
     app.state.sessions = with_soft_delete(create_session_factory(engine))
