@@ -50,6 +50,7 @@ NAMES = {
     "httpx": "HTTPX",
     "asyncpg": "asyncpg",
     "uvicorn": "Uvicorn",
+    "alembic": "Alembic",
 }
 # The SQLite features the snippets use that set its minimum version, each
 # with a pattern that finds it in snippets/ (a test checks it is still used)
