@@ -72,13 +72,16 @@ def without_begin(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def layers(engine: AsyncEngine, pinged: AsyncEngine, driver: Read) -> dict[str, Read]:
+def layers(
+    engine: AsyncEngine, plain: AsyncEngine, pinged: AsyncEngine, driver: Read
+) -> dict[str, Read]:
     """Each case: one read, with one more layer than the case before.
 
     `engine` is the reference API's engine (the foundation's, with
-    `ping_when_idle`); `pinged` the same with `pool_pre_ping=True`.
+    `ping_when_idle`); `plain` sends no BEGIN; `pinged` is the API's engine
+    with `pool_pre_ping=True`.
     """
-    autocommit = without_begin(engine)
+    autocommit = plain
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = with_soft_delete(create_session_factory(autocommit))
     reads = with_soft_delete(create_read_session_factory(engine))
@@ -146,11 +149,13 @@ async def run(config: Config) -> list[Result]:
     for backend, url in urls.items():
         engine = await prepare(url)
         ping_when_idle(engine)  # as the API's lifespan does
+        plain = without_begin(engine)
         pinged = create_engine(url, pool_pre_ping=True)
         try:
             async with engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
-                cases = layers(engine, pinged, await driver_reader(engine, raw))
+                reader = await driver_reader(engine, raw)
+                cases = layers(engine, plain, pinged, reader)
                 first = 0.0
                 for case, read in cases.items():
                     value, runs = await measure(
@@ -172,6 +177,8 @@ async def run(config: Config) -> list[Result]:
                     )
         finally:
             await pinged.dispose()
+            if plain.pool is not engine.pool:  # SQLite: an engine of its own
+                await plain.dispose()
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
             await engine.dispose()

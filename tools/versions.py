@@ -151,7 +151,7 @@ def probe(session: str) -> dict[str, Any]:
     return {
         "session": session,
         "python": platform.python_version(),
-        "time_zone": os.environ.get("TZ") or time.strftime("%Z"),
+        "time_zone": os.environ.get("TZ") or time.strftime("%Z"),  # noxfile sets TZ
         "libraries": {name: metadata.version(name) for name in lower_bounds()},
         "sqlite": sqlite3.sqlite_version,
         "postgresql": asyncio.run(_postgres_version(url)) if url else None,
