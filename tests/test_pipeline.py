@@ -252,6 +252,18 @@ def test_snippet_is_formatted(path: Path):
     assert result.stdout == source, f"run: ruff format {rel(path)} (then restore #>)"
 
 
+@pytest.mark.parametrize("path", SNIPPET_FILES, ids=rel)
+def test_output_lines_are_spelled_only_as_the_tools_write_them(path: Path):
+    """`# > out` is ruff's spelling of `#> out`: a copy left by formatting,
+    which no tool checks or updates, and which the page would show twice."""
+    strays = [
+        f"{number}: {line}"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if line.lstrip().startswith("# > ")
+    ]
+    assert not strays
+
+
 PROOF = re.compile(r"\[`tests/(test_\w+\.py)::(test_\w+)`\]\(source/tests/\1\)")
 
 

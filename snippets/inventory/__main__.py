@@ -37,21 +37,17 @@ async def demo_create(client: httpx.AsyncClient) -> None:
     reply = await client.post("/items", json={**MUG, "stock": 5})
     print(reply.status_code, reply.headers["ETag"])
     #> 201 "1"
-    # > 201 "1"
     print(pick(reply.json(), "id", "name", "price", "version"))
     #> {'id': 1, 'name': 'Blue mug', 'price': '12.50', 'version': 1}
-    # > {'id': 1, 'name': 'Blue mug', 'price': '12.50', 'version': 1}
 
     again = await client.post("/items", json=MUG)
     print(again.status_code, again.json())
     #> 409 {'detail': "already used by a live item: 'Blue mug'"}
-    # > 409 {'detail': "already used by a live item: 'Blue mug'"}
 
     bad = {**MUG, "name": "", "price": 1.234, "colour": "red"}
     reply = await client.post("/items", json=bad)
     print(reply.status_code, problems(reply))
     #> 422 ['body.name', 'body.price', 'body.colour']
-    # > 422 ['body.name', 'body.price', 'body.colour']
 
 
 # --8<-- [end:demo_create]
@@ -66,24 +62,20 @@ async def demo_bulk(client: httpx.AsyncClient) -> None:
     reply = await client.post("/items/bulk", json={"items": rows})
     print(reply.status_code, [item["id"] for item in reply.json()["items"]])
     #> 201 [2, 3, 4]
-    # > 201 [2, 3, 4]
 
     twice = [{**MUG, "name": "Cup"}, {**MUG, "name": "Cup"}]
     reply = await client.post("/items/bulk", json={"items": twice})
     print(reply.status_code, reply.json()["detail"])
     #> 409 already used by a live item: 'Cup'
-    # > 409 already used by a live item: 'Cup'
 
     change = {"ids": [2, 3], "values": {"status": "active"}}
     reply = await client.patch("/items/bulk", json=change)
     print(reply.status_code, reply.json())
     #> 200 {'updated': 2}
-    # > 200 {'updated': 2}
     unknown = {"ids": [2, 98, 99], "values": {"status": "archived"}}
     reply = await client.patch("/items/bulk", json=unknown)
     print(reply.status_code, reply.json())
     #> 404 {'detail': 'unknown or deleted items: 98, 99'}
-    # > 404 {'detail': 'unknown or deleted items: 98, 99'}
 
     # The versions this client read before the change above: 2 is stale.
     read = {"2": 1, "4": 1}
@@ -102,14 +94,12 @@ async def demo_update(client: httpx.AsyncClient) -> None:
     etag = read.headers["ETag"]
     print(read.status_code, etag, read.json()["stock"])
     #> 200 "1" 5
-    # > 200 "1" 5
 
     reply = await client.patch(
         "/items/1", json={"stock": 8}, headers={"If-Match": etag}
     )
     print(reply.status_code, reply.headers["ETag"], reply.json()["stock"])
     #> 200 "2" 8
-    # > 200 "2" 8
 
     # A second client still holds version 1: its write is refused.
     stale = await client.patch(
@@ -117,19 +107,15 @@ async def demo_update(client: httpx.AsyncClient) -> None:
     )
     print(stale.status_code, stale.json())
     #> 412 {'detail': 'item 1 is at version 2, not 1'}
-    # > 412 {'detail': 'item 1 is at version 2, not 1'}
     by_body = await client.patch("/items/1", json={"stock": 0, "version": 1})
     print(by_body.status_code)
     #> 409
-    # > 409
     blind = await client.patch("/items/1", json={"stock": 0})
     print(blind.status_code, blind.json())
     #> 428 {'detail': 'send If-Match or version: what you read'}
-    # > 428 {'detail': 'send If-Match or version: what you read'}
     null = await client.patch("/items/1", json={"name": None, "version": 2})
     print(null.status_code, problems(null))
     #> 422 ['body.name']
-    # > 422 ['body.name']
 
     # A client that still holds the current ETag gets no body back.
     fresh = await client.get("/items/1", headers={"If-None-Match": '"2"'})
@@ -146,22 +132,18 @@ async def demo_list(client: httpx.AsyncClient) -> None:
     page = (await client.get("/items", params=params)).json()
     print([(i["name"], i["price"]) for i in page["items"]], page["total"])
     #> [('Blue mug', '12.50'), ('Ink', '3.00'), ('Pad', '3.00')] 4
-    # > [('Blue mug', '12.50'), ('Ink', '3.00'), ('Pad', '3.00')] 4
 
     params = {"status": ["active", "archived"], "max_price": "3", "q": "P"}
     page = (await client.get("/items", params=params)).json()
     print([i["name"] for i in page["items"]])
     #> ['Pen', 'Pad']
-    # > ['Pen', 'Pad']
 
     reply = await client.get("/items", params={"sort": "password"})
     print(reply.status_code, problems(reply))
     #> 422 ['query.sort']
-    # > 422 ['query.sort']
     reply = await client.get("/items", params={"min_price": 5, "max_price": 1})
     print(reply.status_code, problems(reply))
     #> 422 ['query.min_price']
-    # > 422 ['query.min_price']
 
 
 # --8<-- [end:demo_list]
@@ -178,8 +160,6 @@ async def demo_keyset(client: httpx.AsyncClient) -> None:
         print([item["name"] for item in page["items"]])
         #> ['Blue mug', 'Pad', 'Ink']
         #> ['Pen']
-        # > ['Blue mug', 'Pad', 'Ink']
-        # > ['Pen']
         cursor = page["next_cursor"]
         if cursor is None:
             break
@@ -195,8 +175,6 @@ async def demo_keyset(client: httpx.AsyncClient) -> None:
         print(reply.status_code, reply.json())
         #> 400 {'detail': 'cursor signature does not match'}
         #> 400 {'detail': 'this cursor was made for another sort or filter'}
-        # > 400 {'detail': 'cursor signature does not match'}
-        # > 400 {'detail': 'this cursor was made for another sort or filter'}
 
 
 # --8<-- [end:demo_keyset]
@@ -214,18 +192,15 @@ async def demo_orders(client: httpx.AsyncClient) -> None:
     order = reply.json()
     print(reply.status_code, order["total"], order["lines"][1])
     #> 201 31.00 {'item_id': 1, 'quantity': 2, 'unit_price': '12.50'}
-    # > 201 31.00 {'item_id': 1, 'quantity': 2, 'unit_price': '12.50'}
 
     too_many = [{"item_id": 3, "quantity": 1}, {"item_id": 1, "quantity": 7}]
     body = {"customer": "Bob", "lines": too_many}
     reply = await client.post("/orders", json=body)
     print(reply.status_code, reply.json())
     #> 409 {'detail': 'item 1 has fewer than 7 in stock'}
-    # > 409 {'detail': 'item 1 has fewer than 7 in stock'}
     stock = [(await client.get(f"/items/{i}")).json()["stock"] for i in (1, 3)]
     print("stock of items 1 and 3:", stock)  # the failed order took nothing
     #> stock of items 1 and 3: [6, 10]
-    # > stock of items 1 and 3: [6, 10]
 
     # Item 1 is at version 3 (created, patched, one order; the failed
     # order changed nothing). Send the version read, never a typed one.
@@ -239,7 +214,6 @@ async def demo_orders(client: httpx.AsyncClient) -> None:
     reply = await client.get(f"/orders/{order['id']}")
     print(reply.status_code, reply.json()["lines"][1]["unit_price"])
     #> 200 12.50
-    # > 200 12.50
 
 
 # --8<-- [end:demo_orders]
@@ -250,11 +224,9 @@ async def demo_trash(client: httpx.AsyncClient) -> None:
     reply = await client.delete("/items/4")
     print(reply.status_code, (await client.get("/items/4")).status_code)
     #> 204 404
-    # > 204 404
     trash = (await client.get("/items/deleted")).json()
     print([(i["name"], i["version"]) for i in trash["items"]])
     #> [('Ink', 2)]
-    # > [('Ink', 2)]
 
     stale = await client.post("/items/4/restore", headers={"If-Match": '"1"'})
     print(stale.status_code, stale.json())  # the trash shows version 2
@@ -263,17 +235,14 @@ async def demo_trash(client: httpx.AsyncClient) -> None:
     ink = {"name": "Ink", "category": "office", "price": "4.00"}
     print((await client.post("/items", json=ink)).status_code)  # name free
     #> 201
-    # > 201
     reply = await client.post("/items/4/restore")
     print(reply.status_code, reply.json())
     #> 409 {'detail': "already used by a live item: 'Ink'"}
-    # > 409 {'detail': "already used by a live item: 'Ink'"}
 
     await client.patch("/items/5", json={"name": "Ink refill", "version": 1})
     reply = await client.post("/items/4/restore", headers={"If-Match": '"2"'})
     print(reply.status_code, reply.headers["ETag"], reply.json()["name"])
     #> 200 "3" Ink
-    # > 200 "3" Ink
 
 
 # --8<-- [end:demo_trash]
@@ -295,11 +264,9 @@ async def demo_hostile(client: httpx.AsyncClient) -> None:
     ]
     print([reply.status_code for reply in replies])
     #> [422, 422, 422, 422, 400]
-    # > [422, 422, 422, 422, 400]
     urls = ["/items/99999999999999999999", "/orders/0", "/items?q=%00"]
     print([(await client.get(url)).status_code for url in urls])
     #> [422, 422, 422]
-    # > [422, 422, 422]
 
 
 # --8<-- [end:demo_hostile]
