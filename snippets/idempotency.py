@@ -867,7 +867,9 @@ async def demo_keys(app: FastAPI) -> None:
             #> 409 {'detail': 'account 1 has not enough money'}
             #> 409 {'detail': 'account 1 has not enough money'}
 
-        same = [c.post("/payments", json=pay, headers=key("k-3"))] * 20
+        same = [
+            c.post("/payments", json=pay, headers=key("k-3")) for _ in range(20)
+        ]  # twenty requests (`[c.post(...)] * 20` would send one)
         replies = await asyncio.gather(*same)
         ids = {reply.json()["id"] for reply in replies}
         print(
