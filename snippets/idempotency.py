@@ -218,6 +218,7 @@ class InsufficientFundsError(PaymentError):
         super().__init__(f"account {account_id} has not enough money")
 
 
+# --8<-- [start:transfer_function]
 async def transfer(
     session: AsyncSession, source_id: int, target_id: int, amount: Decimal
 ) -> Payment:
@@ -230,6 +231,7 @@ async def transfer(
     return payment
 
 
+# --8<-- [end:transfer_function]
 async def debit(
     session: AsyncSession, account_id: int, amount: Decimal
 ) -> None:
@@ -585,11 +587,13 @@ async def pay_once(
     session: AsyncSession, key: str | None, payment: PaymentIn
 ) -> Reply:
     """The payment, its outbox event and its key: one unit of work."""
+    # --8<-- [start:claim]
     fingerprint = fingerprint_of(payment)
     if key is not None and (
         stored := await claim_key(session, key, fingerprint)
     ):
         return stored  # the first request's answer, whatever it was
+    # --8<-- [end:claim]
     try:
         async with session.begin_nested():  # the money moves, or nothing does
             row = await transfer(
