@@ -381,6 +381,7 @@ async def record_download(sessions: Sessions, item_id: int) -> None:
 router = APIRouter()
 
 
+# --8<-- [start:naive_download_route]
 @router.post("/naive/items/{item_id}/download")
 async def download_naive(
     item_id: int, tasks: BackgroundTasks, session: SessionDep
@@ -389,6 +390,8 @@ async def download_naive(
     return {"url": f"/files/{item_id}"}
 
 
+# --8<-- [end:naive_download_route]
+# --8<-- [start:download_route]
 @router.post("/items/{item_id}/download")
 async def download(
     item_id: int, tasks: BackgroundTasks, sessions: SessionFactoryDep
@@ -397,6 +400,7 @@ async def download(
     return {"url": f"/files/{item_id}"}
 
 
+# --8<-- [end:download_route]
 # --8<-- [end:tasks_routes]
 
 
@@ -513,6 +517,7 @@ def record_of(item: Item) -> dict[str, int | str]:
     }
 
 
+# --8<-- [start:export_lines]
 async def export_lines(
     sessions: Sessions, fmt: Format, category: str | None
 ) -> AsyncIterator[str]:
@@ -536,12 +541,14 @@ async def export_lines(
                 yield json.dumps(record) + "\n"
 
 
+# --8<-- [end:export_lines]
 def csv_line(values: Iterable[object]) -> str:
     out = io.StringIO()
     csv.writer(out).writerow(values)  # quotes commas, quotes, newlines
     return out.getvalue()
 
 
+# --8<-- [start:export_items]
 @router.get("/items/export", summary="Every item, streamed as CSV or NDJSON")
 async def export_items(
     read_sessions: ReadSessionFactoryDep,
@@ -552,6 +559,7 @@ async def export_items(
     return StreamingResponse(lines, media_type=MEDIA_TYPES[fmt])
 
 
+# --8<-- [end:export_items]
 # --8<-- [end:export]
 
 

@@ -218,6 +218,7 @@ class InsufficientFundsError(PaymentError):
         super().__init__(f"account {account_id} has not enough money")
 
 
+# --8<-- [start:transfer_function]
 async def transfer(
     session: AsyncSession, source_id: int, target_id: int, amount: Decimal
 ) -> Payment:
@@ -230,6 +231,7 @@ async def transfer(
     return payment
 
 
+# --8<-- [end:transfer_function]
 async def debit(
     session: AsyncSession, account_id: int, amount: Decimal
 ) -> None:
@@ -585,11 +587,13 @@ async def pay_once(
     session: AsyncSession, key: str | None, payment: PaymentIn
 ) -> Reply:
     """The payment, its outbox event and its key: one unit of work."""
+    # --8<-- [start:claim]
     fingerprint = fingerprint_of(payment)
     if key is not None and (
         stored := await claim_key(session, key, fingerprint)
     ):
         return stored  # the first request's answer, whatever it was
+    # --8<-- [end:claim]
     try:
         async with session.begin_nested():  # the money moves, or nothing does
             row = await transfer(
@@ -867,7 +871,9 @@ async def demo_keys(app: FastAPI) -> None:
             #> 409 {'detail': 'account 1 has not enough money'}
             #> 409 {'detail': 'account 1 has not enough money'}
 
-        same = [c.post("/payments", json=pay, headers=key("k-3"))] * 20
+        same = [
+            c.post("/payments", json=pay, headers=key("k-3")) for _ in range(20)
+        ]  # twenty requests (`[c.post(...)] * 20` would send one)
         replies = await asyncio.gather(*same)
         ids = {reply.json()["id"] for reply in replies}
         print(

@@ -189,11 +189,14 @@ class Customer(SoftDeleted, Base):
     )
 
 
+# --8<-- [start:order_model]
 class Order(SoftDeleted, Base):
     __tablename__ = "orders"
     __table_args__ = (Index(None, "customer_id"),)
+    # --8<-- [start:eager_defaults]
     # Fetch what the database sets (RETURNING) at every flush, UPDATEs too.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+    # --8<-- [end:eager_defaults]
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
@@ -218,6 +221,7 @@ class Order(SoftDeleted, Base):
     )
 
 
+# --8<-- [end:order_model]
 class OrderLine(Base):
     __tablename__ = "order_lines"
 
@@ -386,6 +390,7 @@ async def orders_buying(session: AsyncSession, product: str) -> Sequence[Order]:
 
 
 # --8<-- [start:server_values]
+# --8<-- [start:naive_server_value]
 async def rename_product(
     session: AsyncSession, product_id: int, name: str
 ) -> Product:
@@ -395,6 +400,8 @@ async def rename_product(
     return product
 
 
+# --8<-- [end:naive_server_value]
+# --8<-- [start:server_value_fixes]
 async def rename_product_refreshed(
     session: AsyncSession, product_id: int, name: str
 ) -> Product:
@@ -415,6 +422,7 @@ async def rename_product_returning(
     return (await session.execute(query)).scalar_one()
 
 
+# --8<-- [end:server_value_fixes]
 # --8<-- [end:server_values]
 
 

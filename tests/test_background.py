@@ -10,7 +10,8 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,8 @@ from snippets.background import (
     create_app,
     create_engine,
     create_session_factory,
+    export_csv_naive,
+    export_lines,
     lifespan,
     record_download,
     run_jobs,
@@ -265,6 +268,58 @@ async def test_tasks_never_hold_more_connections_than_allowed(
 
 
 # Streaming a large result
+
+FEW, MANY = 2_000, 6_000  # two batches of yield_per=1000, then six
+
+
+async def peak_bytes(export: Callable[[], Awaitable[int]]) -> int:
+    """The Python heap's peak during one export (as `make bench` measures)."""
+    tracemalloc.start()
+    try:
+        await export()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def peaks_at_few_and_many(
+    database_url: str, export: Callable[[Sessions], Awaitable[int]]
+) -> tuple[int, int]:
+    app = create_app(database_url)
+    async with lifespan(app):
+        sessions: Sessions = app.state.read_sessions
+        await seed_items(app.state.sessions, FEW)
+        await export(sessions)  # untraced: compiled and cached once
+        few = await peak_bytes(lambda: export(sessions))
+        await seed_items(app.state.sessions, MANY - FEW)
+        many = await peak_bytes(lambda: export(sessions))
+    return few, many
+
+
+async def whole_file(sessions: Sessions) -> int:
+    async with sessions() as session:
+        return len(await export_csv_naive(session))
+
+
+async def streamed(sessions: Sessions) -> int:
+    size = 0
+    async for line in export_lines(sessions, "csv", None):
+        size += len(line)  # sent on, not kept
+    return size
+
+
+async def test_naive_whole_file_export_peak_memory_grows_with_the_rows(
+    database_url: str,
+):
+    few, many = await peaks_at_few_and_many(database_url, whole_file)
+    assert many > 2 * few  # three times the rows: more than twice the memory
+
+
+async def test_streamed_export_peak_memory_stays_flat_as_rows_grow(
+    database_url: str,
+):
+    few, many = await peaks_at_few_and_many(database_url, streamed)
+    assert many < 1.3 * few  # three times the rows: about the same memory
 
 
 @big

@@ -1,7 +1,8 @@
 """The reference API's GET /items/export: streamed CSV and NDJSON, both backends.
 
 The recipe is the Outside the request page's (snippets/background.py): these
-tests hold the reference API to the contract in DESIGN.md.
+tests hold the reference API to its contract as built, on the Reference API
+page (docs/inventory.md: "The contract" and "The export").
 """
 
 from __future__ import annotations
