@@ -70,7 +70,8 @@ def begin_sqlite_transaction(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and
     # then writes waits its turn instead of failing with "database is locked".
     mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    if mode is not None:  # None: no BEGIN, each statement commits on its own
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -23,6 +23,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
+from snippets.inventory.database import SecondStatementError
 from snippets.inventory.models import Item, Order, OrderLine
 from snippets.inventory.settings import DEFAULT_DATABASE_URL
 
@@ -566,6 +567,61 @@ async def test_a_page_and_its_total_are_one_select(
         assert len(selects) == 4
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_read_by_id_is_one_select_and_no_begin(
+    app: FastAPI, client: httpx.AsyncClient
+):
+    item = await create(client)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.lstrip().split()[0].upper())
+
+    engine = app.state.sessions.kw["bind"].sync_engine  # every session's
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert (await client.get(f"/items/{item['id']}")).status_code == 200
+        assert (await client.get("/items/999")).status_code == 404
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # SQLite would show its BEGIN DEFERRED here (asyncpg's BEGIN is no
+    # cursor statement: the next test looks at the connection instead).
+    assert sent == ["SELECT", "SELECT"]
+
+
+async def open_transaction(session: AsyncSession) -> bool:
+    """Whether the driver's connection is inside a transaction right now."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    if connection.dialect.name == "sqlite":
+        return bool(driver.in_transaction)  # aiosqlite's, as sqlite3's
+    return bool(driver.is_in_transaction())  # asyncpg's
+
+
+async def test_a_one_statement_session_reads_outside_any_transaction(
+    app: FastAPI, client: httpx.AsyncClient
+):
+    await create(client)
+    async with app.state.one_statement_sessions() as session:
+        assert (await session.scalars(select(Item))).one().name == "Mug"
+        assert not await open_transaction(session)
+    async with app.state.read_sessions() as session:  # for contrast
+        assert (await session.scalars(select(Item))).one().name == "Mug"
+        assert await open_transaction(session)
+
+
+async def test_a_one_statement_session_refuses_a_second_statement(
+    app: FastAPI, client: httpx.AsyncClient
+):
+    item = await create(client)
+    await client.delete(f"/items/{item['id']}")
+    async with app.state.one_statement_sessions() as session:
+        # The soft-delete filter holds here too.
+        assert await session.scalar(select(Item)) is None
+        with pytest.raises(SecondStatementError, match="another snapshot"):
+            await session.scalar(select(func.count()).select_from(Item))
 
 
 async def test_filters_any_of_inclusive_bounds_and_literal_search(

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from snippets.inventory.database import (
     create_engine,
+    create_one_statement_session_factory,
     create_read_session_factory,
     create_session_factory,
     ping_when_idle,
@@ -46,6 +47,9 @@ async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = with_soft_delete(create_session_factory(engine))
     app.state.read_sessions = with_soft_delete(
         create_read_session_factory(engine)
+    )
+    app.state.one_statement_sessions = create_one_statement_session_factory(
+        engine
     )
     try:
         yield

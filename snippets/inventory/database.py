@@ -47,7 +47,8 @@ def begin_sqlite_transaction(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and
     # then writes waits its turn instead of failing with "database is locked".
     mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    if mode is not None:  # None: no BEGIN, each statement commits on its own
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -109,6 +110,12 @@ class InventorySession(Session):
     """A session whose queries never see soft-deleted items, unless asked."""
 
 
+# Built once: the option is the same for every query.
+LIVE_ITEMS = with_loader_criteria(
+    Item, Item.deleted_at.is_(None), include_aliases=True
+)
+
+
 def hide_deleted_items(state: ORMExecuteState) -> None:
     if (
         state.is_select
@@ -116,11 +123,7 @@ def hide_deleted_items(state: ORMExecuteState) -> None:
         and not state.is_relationship_load
         and not state.execution_options.get("include_deleted", False)
     ):
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                Item, Item.deleted_at.is_(None), include_aliases=True
-            )
-        )
+        state.statement = state.statement.options(LIVE_ITEMS)
 
 
 event.listen(InventorySession, "do_orm_execute", hide_deleted_items)
@@ -133,6 +136,43 @@ def with_soft_delete(sessions: Sessions) -> Sessions:
 
 
 # --8<-- [end:soft_delete_filter]
+
+
+# --8<-- [start:one_statement]
+class OneStatementSession(InventorySession):
+    """A read outside any transaction, which stays one statement."""
+
+
+class SecondStatementError(RuntimeError):
+    """A one-statement session was asked for a second statement."""
+
+
+def refuse_a_second_statement(state: ORMExecuteState) -> None:
+    # One statement sees one snapshot of the database; a second would see
+    # another, with no transaction to make them agree.
+    if state.session.info.setdefault("statements", 0):
+        raise SecondStatementError(
+            "a one-statement session reads outside a transaction: a second"
+            " statement would see another snapshot; use ReadSessionDep"
+        )
+    state.session.info["statements"] = 1
+
+
+event.listen(OneStatementSession, "do_orm_execute", refuse_a_second_statement)
+
+
+def create_one_statement_session_factory(engine: AsyncEngine) -> Sessions:
+    """Sessions that send no BEGIN and no ROLLBACK: for one-statement reads."""
+    if engine.dialect.name == "sqlite":  # the driver autocommits already
+        autocommit = engine.execution_options(sqlite_begin=None)
+    else:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    sessions = create_session_factory(autocommit)
+    sessions.configure(sync_session_class=OneStatementSession)
+    return sessions
+
+
+# --8<-- [end:one_statement]
 
 
 # --8<-- [start:dependency]
@@ -148,10 +188,22 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_one_statement_session(
+    request: Request,
+) -> AsyncIterator[AsyncSession]:
+    sessions: Sessions = request.app.state.one_statement_sessions
+    async with sessions() as session:
+        yield session
+
+
 # scope="function": the commit runs as soon as the endpoint returns,
 # so a failed commit becomes the response instead of happening after it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# A read that is one statement, outside any transaction (GET /items/{id}).
+OneStatementSessionDep = Annotated[
+    AsyncSession, Depends(get_one_statement_session)
+]
 # --8<-- [end:dependency]
 
 

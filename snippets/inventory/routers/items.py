@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from snippets.inventory import crud
 from snippets.inventory.database import (
+    OneStatementSessionDep,
     ReadSessionDep,
     ReadSessionFactoryDep,
     SessionDep,
@@ -417,7 +418,7 @@ def precondition(if_match: str | None) -> Iterator[None]:
 )
 async def read_item(
     item_id: ItemId,
-    session: ReadSessionDep,
+    session: OneStatementSessionDep,
     response: Response,
     if_none_match: IfNoneMatch = None,
 ) -> ItemOut | Response:
