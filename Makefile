@@ -6,9 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export NO_MKDOCS_2_WARNING := 1
-export PYTHONDONTWRITEBYTECODE := 1
+# Bytecode caches on, even where the environment turns them off: pytest caches
+# its assertion rewriting there (seconds of CPU per worker, every run).
+unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install docs site test test-matrix lint format notebooks examples app bench bench-quick lab clean
+.PHONY: install docs site test test-all test-matrix lint format notebooks examples app bench bench-quick lab clean
 
 # Reinstalls only when pyproject.toml changes; a second `make` is a no-op.
 $(STAMP): pyproject.toml
@@ -36,10 +38,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Two workers, one test file each at a time: module fixtures (the browser)
-# stay in one process. The suite takes about 65 s this way, 90 s serially.
+# Three workers on two cores, one test file each at a time: module fixtures
+# (the browser) stay in one process, and while one worker waits on a
+# subprocess (Chromium, a kernel, a server) the others use the CPU.
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile -m "not fresh_env"
+	$(BIN)/pytest -n 3 --dist loadfile -m "not fresh_env and not heavy"
+
+# Every check: make test's, and the browser, the notebooks run in kernels and
+# the quick benchmarks (.ci/run runs this, then the matrix).
+test-all: lint
+	$(BIN)/pytest -n 3 --dist loadfile -m "not fresh_env"
 
 MATRIX_STAMP := $(VENV)/.installed-matrix-stamp
 $(MATRIX_STAMP): $(STAMP)

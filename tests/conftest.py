@@ -9,12 +9,15 @@ the run creates one database, and each test starts from an empty schema in it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -100,31 +103,60 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def site_port() -> int:
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory every xdist worker of this run shares."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def one_worker_at_a_time(run_dir: Path) -> Iterator[None]:
+    with (run_dir / "site.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def site_port(run_dir: Path) -> int:
     """The port the browser check serves the site on, known before the build.
 
     Material's instant navigation only takes over links under `site_url`, so
     the site is built for the address it is served from.
     """
-    return unused_port()
+    with one_worker_at_a_time(run_dir):
+        chosen = run_dir / "site-port"
+        if not chosen.exists():
+            chosen.write_text(str(unused_port()))
+        return int(chosen.read_text())
 
 
 @pytest.fixture(scope="session")
-def built_site(tmp_path_factory: pytest.TempPathFactory, site_port: int) -> Path:
-    site = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "NO_MKDOCS_2_WARNING": "1",
-            "COOKBOOK_SITE_URL": f"http://127.0.0.1:{site_port}/",
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+def built_site(run_dir: Path, site_port: int) -> Path:
+    """`mkdocs build --strict`, once per run: the worker that asks first
+    builds, the others wait for it (a build is seconds of CPU)."""
+    site = run_dir / "site"
+    with one_worker_at_a_time(run_dir):
+        if (site / "index.html").is_file():
+            return site
+        build = ["mkdocs", "build", "--strict", "-q", "-d", str(site)]
+        result = subprocess.run(
+            [sys.executable, "-m", *build],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "NO_MKDOCS_2_WARNING": "1",
+                "COOKBOOK_SITE_URL": f"http://127.0.0.1:{site_port}/",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(site, ignore_errors=True)  # the next asker retries
+        assert result.returncode == 0, result.stderr
     return site
 
 

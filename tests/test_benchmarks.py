@@ -24,6 +24,8 @@ from benchmarks.peers import APPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.heavy  # every benchmark: make test-all and CI
+
 FIELDS = {"benchmark", "backend", "case", "metric", "value", "runs", "params"}
 
 

@@ -89,6 +89,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {**dict(zip(stems, results, strict=True)), "workdirs": workdirs}
 
 
+@pytest.mark.heavy  # 16 kernels: make test-all and CI run them
 @pytest.mark.parametrize("stem", nb.section_stems())
 def test_notebook_runs_and_prints_the_page_output(stem: str, executed):
     notebook = executed[stem]

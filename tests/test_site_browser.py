@@ -18,6 +18,8 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tools import notebooks as nb
 
+pytestmark = pytest.mark.heavy  # Chromium: make test-all and CI run it
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
