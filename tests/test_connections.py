@@ -336,10 +336,17 @@ async def test_a_read_retried_once_survives_terminated_connections(
 
 
 async def load_with_terminations(app: Any, url: str) -> Counter[int]:
-    """120 mixed requests at once; every backend terminated twice meanwhile."""
+    """120 mixed requests at once; every backend terminated twice meanwhile.
+
+    The terminations come after 40 and 80 answers, while requests are in
+    flight; requests 60-79 and 100-119 start only once the termination before
+    them is done, so each termination is always met by requests after it,
+    however fast the others ran (else the next one checked is the first).
+    """
     statuses: Counter[int] = Counter()
     done = 0
     milestones = {40: asyncio.Event(), 80: asyncio.Event()}
+    terminations = [asyncio.Event(), asyncio.Event()]
     terminated: list[int] = []
 
     async with running(app) as http:
@@ -348,6 +355,8 @@ async def load_with_terminations(app: Any, url: str) -> Counter[int]:
 
         async def request(i: int) -> None:
             nonlocal done
+            if 60 <= i < 80 or i >= 100:
+                await terminations[i >= 100].wait()
             paths = ("/items/1", "/retried/items/1")
             if i % 4 == 3:
                 reply = await http.post("/items/1/ship")
@@ -359,9 +368,12 @@ async def load_with_terminations(app: Any, url: str) -> Counter[int]:
                 milestones[done].set()
 
         async def terminator() -> None:
-            for event in milestones.values():
-                await event.wait()
+            for milestone, termination in zip(
+                milestones.values(), terminations, strict=True
+            ):
+                await milestone.wait()
                 terminated.append(await terminate_all(url))
+                termination.set()
 
         await asyncio.gather(terminator(), *(request(i) for i in range(120)))
         assert all(terminated), terminated  # each time, connections were lost

@@ -43,6 +43,9 @@ async def test_terminating_every_backend_under_load_never_answers_500(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     statuses: Counter[int] = Counter()
     milestones = {100: asyncio.Event(), 200: asyncio.Event()}
+    # Each client's requests 7 and 12 wait for a termination to be done, so
+    # requests always follow each one, however fast the others ran.
+    terminations = {7: asyncio.Event(), 12: asyncio.Event()}
     terminated: list[int] = []
     done = 0
     async with (
@@ -89,15 +92,20 @@ async def test_terminating_every_backend_under_load_never_answers_500(
         async def run_client(number: int) -> None:
             nonlocal done
             for k in range(15):
+                if k in terminations:
+                    await terminations[k].wait()
                 statuses[(await one(number * 15 + k)).status_code] += 1
                 done += 1
                 if done in milestones:
                     milestones[done].set()
 
         async def terminator() -> None:
-            for event in milestones.values():
-                await event.wait()
+            for milestone, termination in zip(
+                milestones.values(), terminations.values(), strict=True
+            ):
+                await milestone.wait()
                 terminated.append(await terminate_every_backend(postgres_url))
+                termination.set()
 
         await asyncio.gather(terminator(), *(run_client(c) for c in range(20)))
         after = await client.get(f"/items/{ids[0]}")  # recovered by itself
