@@ -340,8 +340,8 @@ async def load_with_terminations(app: Any, url: str) -> Counter[int]:
 
     The terminations come after 40 and 80 answers, while requests are in
     flight; requests 60-79 and 100-119 start only once the termination before
-    them is done, so each termination is always met by requests after it,
-    however fast the others ran (else the next one checked is the first).
+    them is done, so requests always meet the dead pooled connections, however
+    fast the others ran (else the check after the load could be the first).
     """
     statuses: Counter[int] = Counter()
     done = 0
