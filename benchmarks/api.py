@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from benchmarks.common import Config, Result, main
 
@@ -34,12 +35,13 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, port: int, pool_size: int = 20
+    database_url: str, port: int, pool_size: int = 20, freeze_gc: bool = True
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "INVENTORY_POOL_SIZE": str(pool_size),
+        "BENCH_UNFREEZE_GC": "0" if freeze_gc else "1",
     }
     command = [sys.executable, "-m", "benchmarks.api_server", str(port)]
     server = subprocess.Popen(command, env=env)
@@ -141,19 +143,26 @@ async def run(config: Config) -> list[Result]:
                 results.append(result)
         finally:
             stop(server)
-        # The same read with SQLAlchemy's default pool: 5 connections, and
-        # overflow connections closed when returned. An undersized pool.
-        port = free_port()
-        server = start_server(url, port, pool_size=5)
-        try:
-            case, path = "GET /items/{id}, pool_size=5", "/items/7"
-            result = measure_path(
-                config, backend, case=case, path=path, port=port, limit=limit
-            )
-            results.append(result)
-        finally:
-            stop(server)
+        # The same read with SQLAlchemy's default pool (5 connections, and
+        # overflow connections closed when returned: an undersized pool),
+        # then without the lifespan's gc.freeze().
+        for case, options in VARIANTS.items():
+            port = free_port()
+            server = start_server(url, port, **options)
+            try:
+                result = measure_path(
+                    config, backend, case=case, path="/items/7", port=port, limit=limit
+                )
+                results.append(result)
+            finally:
+                stop(server)
     return results
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "GET /items/{id}, pool_size=5": {"pool_size": 5},
+    "GET /items/{id}, without gc.freeze()": {"freeze_gc": False},
+}
 
 
 CONNECTIONS = 20

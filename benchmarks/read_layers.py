@@ -1,13 +1,14 @@
 """Where a read's time goes: one item by id, layer by layer, in one process.
 
 The reference API's GET /items/{id} is a database read wrapped in layers:
-the driver, SQLAlchemy Core, the ORM, the soft-delete filter, a transaction
-(the read session's, which rolls back): that is the API's read, whose
+the driver, SQLAlchemy Core, the ORM, the soft-delete filter. The API reads
+that way, in its one-statement session (no BEGIN, no ROLLBACK sent); every
+other GET adds a transaction (the read session's, which rolls back), and
 `ping_when_idle` sends no ping to connections used back to back. The last
 two cases are for comparison: a ping at every checkout (`pool_pre_ping=True`),
 and a write session's transaction, which commits.
-Each case adds one layer; reads run one after another, so each figure is the
-latency (CPU plus round trips) of one read.
+Each "+" case adds one layer to the "+" case before it; reads run one after
+another, so each figure is the latency (CPU plus round trips) of one read.
 
     python -m benchmarks.read_layers [--quick]
 """
@@ -28,6 +29,8 @@ from snippets.inventory import crud
 from snippets.inventory.database import (
     Sessions,
     create_engine,
+    create_one_statement_engine,
+    create_one_statement_session_factory,
     create_read_session_factory,
     create_session_factory,
     ping_when_idle,
@@ -73,17 +76,23 @@ def without_begin(engine: AsyncEngine) -> AsyncEngine:
 
 
 def layers(
-    engine: AsyncEngine, plain: AsyncEngine, pinged: AsyncEngine, driver: Read
+    engine: AsyncEngine,
+    plain: AsyncEngine,
+    one_statement: AsyncEngine,
+    pinged: AsyncEngine,
+    driver: Read,
 ) -> dict[str, Read]:
     """Each case: one read, with one more layer than the case before.
 
     `engine` is the reference API's engine (the foundation's, with
-    `ping_when_idle`); `plain` sends no BEGIN; `pinged` is the API's engine
-    with `pool_pre_ping=True`.
+    `ping_when_idle`); `plain` sends no BEGIN; `one_statement` is the API's
+    for GET /items/{id}; `pinged` is the API's engine with
+    `pool_pre_ping=True`.
     """
     autocommit = plain
     orm = async_sessionmaker(autocommit, expire_on_commit=False)
     filtered = with_soft_delete(create_session_factory(autocommit))
+    one_statement_reads = create_one_statement_session_factory(one_statement)
     reads = with_soft_delete(create_read_session_factory(engine))
     pinged_reads = with_soft_delete(create_read_session_factory(pinged))
     writes = with_soft_delete(create_session_factory(engine))
@@ -95,7 +104,7 @@ def layers(
 
     async def orm_read() -> Any:
         async with orm() as session:
-            return await session.scalar(select(Item).where(Item.id == ITEM_ID))
+            return await session.scalar(crud.ITEM_BY_ID, {"item_id": ITEM_ID})
 
     async def get_item(sessions: Sessions) -> Any:
         async with sessions() as session:  # ReadSessionDep: GET /items/{id}
@@ -110,6 +119,9 @@ def layers(
         "+ SQLAlchemy Core, pooled connection": core,
         "+ ORM session and entity": orm_read,
         "+ soft-delete filter (do_orm_execute)": lambda: get_item(filtered),
+        "GET /items/{id}'s one-statement session: no BEGIN, no ROLLBACK": (
+            lambda: get_item(one_statement_reads)
+        ),
         "+ BEGIN and ROLLBACK (the API's read session)": lambda: get_item(reads),
         "+ pool_pre_ping=True (a ping at every checkout)": lambda: get_item(
             pinged_reads
@@ -150,12 +162,13 @@ async def run(config: Config) -> list[Result]:
         engine = await prepare(url)
         ping_when_idle(engine)  # as the API's lifespan does
         plain = without_begin(engine)
+        one_statement = create_one_statement_engine(engine)
         pinged = create_engine(url, pool_pre_ping=True)
         try:
             async with engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
                 reader = await driver_reader(engine, raw)
-                cases = layers(engine, plain, pinged, reader)
+                cases = layers(engine, plain, one_statement, pinged, reader)
                 first = 0.0
                 for case, read in cases.items():
                     value, runs = await measure(
@@ -177,8 +190,9 @@ async def run(config: Config) -> list[Result]:
                     )
         finally:
             await pinged.dispose()
-            if plain.pool is not engine.pool:  # SQLite: an engine of its own
-                await plain.dispose()
+            for own in (plain, one_statement):
+                if own.pool is not engine.pool:  # SQLite: an engine of its own
+                    await own.dispose()
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.drop_all)
             await engine.dispose()

@@ -6,6 +6,7 @@ route share a test (and a database) to keep the suite fast.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
@@ -569,6 +572,14 @@ async def test_a_page_and_its_total_are_one_select(
         event.remove(engine, "before_cursor_execute", record)
 
 
+def engines(app: FastAPI) -> list[Engine]:
+    """The engines behind the app's sessions: one, or on SQLite two (its
+    one-statement reads have a pool of their own)."""
+    main = app.state.sessions.kw["bind"].sync_engine  # the others derive
+    own = app.state.one_statement_sessions.kw["bind"].sync_engine
+    return [main] if own.pool is main.pool else [main, own]
+
+
 async def test_a_read_by_id_is_one_select_and_no_begin(
     app: FastAPI, client: httpx.AsyncClient
 ):
@@ -578,16 +589,49 @@ async def test_a_read_by_id_is_one_select_and_no_begin(
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement.lstrip().split()[0].upper())
 
-    engine = app.state.sessions.kw["bind"].sync_engine  # every session's
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines(app):
+        event.listen(engine, "before_cursor_execute", record)
     try:
         assert (await client.get(f"/items/{item['id']}")).status_code == 200
         assert (await client.get("/items/999")).status_code == 404
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines(app):
+            event.remove(engine, "before_cursor_execute", record)
     # SQLite would show its BEGIN DEFERRED here (asyncpg's BEGIN is no
     # cursor statement: the next test looks at the connection instead).
     assert sent == ["SELECT", "SELECT"]
+
+
+async def test_a_read_by_id_sends_no_rollback_to_the_driver(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+):
+    item = await create(client)
+    # Once per engine, SQLAlchemy rolls back the first connection it makes.
+    assert (await client.get(f"/items/{item['id']}")).status_code == 200
+    sent: list[str] = []
+    # What reaches the driver: aiosqlite's rollback is a trip to its thread
+    # even with nothing to undo; asyncpg's is a ROLLBACK to the server.
+    for driver in (aiosqlite.Connection, asyncpg.transaction.Transaction):
+        rollback = driver.rollback
+
+        async def counted(self: Any, rollback: Any = rollback) -> None:
+            sent.append("ROLLBACK")
+            await rollback(self)
+
+        monkeypatch.setattr(driver, "rollback", counted)
+    assert (await client.get(f"/items/{item['id']}")).status_code == 200
+    assert (await client.get("/items/999")).status_code == 404
+    assert sent == []
+    assert (await client.get("/items")).status_code == 200  # for contrast
+    assert sent
+
+
+async def test_start_up_objects_are_frozen_while_the_app_runs(database_url: str):
+    APP.state.settings = replace(APP.state.settings, database_url=database_url)
+    assert gc.get_freeze_count() == 0
+    async with APP.router.lifespan_context(APP):
+        assert gc.get_freeze_count() > 0  # what start-up left, collector-free
+    assert gc.get_freeze_count() == 0  # handed back at shutdown
 
 
 async def open_transaction(session: AsyncSession) -> bool:

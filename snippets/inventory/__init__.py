@@ -4,6 +4,7 @@ Serve it: uvicorn snippets.inventory:app (the OpenAPI UI is at /docs).
 """
 
 # --8<-- [start:imports]
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from snippets.inventory.database import (
     create_engine,
+    create_one_statement_engine,
     create_one_statement_session_factory,
     create_read_session_factory,
     create_session_factory,
@@ -48,13 +50,21 @@ async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.read_sessions = with_soft_delete(
         create_read_session_factory(engine)
     )
-    app.state.one_statement_sessions = create_one_statement_session_factory(
-        engine
+    one_statement = create_one_statement_engine(
+        engine, pool_size=settings.pool_size
     )
+    app.state.one_statement_sessions = create_one_statement_session_factory(
+        one_statement
+    )
+    # What start-up built (routes, mappers, the migrations' modules) lives
+    # as long as the app: the garbage collector need not walk it again.
+    gc.freeze()
     try:
         yield
     finally:
-        await engine.dispose()  # close pooled connections on shutdown
+        gc.unfreeze()
+        await one_statement.dispose()  # close pooled connections on shutdown
+        await engine.dispose()
 
 
 def create_app(database_url: str | None = None) -> FastAPI:

@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -92,8 +92,13 @@ async def create_items(
 
 
 # --8<-- [start:read]
+# Built once, at import: SQLAlchemy caches the SQL it compiles, not the
+# statement, so building it in the function would cost every request.
+ITEM_BY_ID = select(Item).where(Item.id == bindparam("item_id"))
+
+
 async def get_item(session: AsyncSession, item_id: int) -> Item:
-    item = await session.scalar(select(Item).where(Item.id == item_id))
+    item = await session.scalar(ITEM_BY_ID, {"item_id": item_id})
     if item is None:  # the session filter hides soft-deleted items
         raise ItemNotFoundError(item_id)
     return item

@@ -161,13 +161,27 @@ def refuse_a_second_statement(state: ORMExecuteState) -> None:
 event.listen(OneStatementSession, "do_orm_execute", refuse_a_second_statement)
 
 
+def create_one_statement_engine(
+    engine: AsyncEngine, **options: Any
+) -> AsyncEngine:
+    """The engine's database in autocommit mode: no BEGIN, no ROLLBACK."""
+    if engine.dialect.name != "sqlite":
+        # The same pool. asyncpg's rollback outside a transaction sends nothing.
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    # A pool of its own: the foundation's SQLite connections are all in the
+    # driver's autocommit mode (SQLAlchemy sends BEGIN), so skipping their
+    # rollback is safe only on an engine that never sends BEGIN.
+    return create_engine(
+        engine.url.render_as_string(hide_password=False),
+        execution_options={"sqlite_begin": None},
+        skip_autocommit_rollback=True,  # each one a trip to aiosqlite's thread
+        **options,
+    )
+
+
 def create_one_statement_session_factory(engine: AsyncEngine) -> Sessions:
-    """Sessions that send no BEGIN and no ROLLBACK: for one-statement reads."""
-    if engine.dialect.name == "sqlite":  # the driver autocommits already
-        autocommit = engine.execution_options(sqlite_begin=None)
-    else:
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    sessions = create_session_factory(autocommit)
+    """Sessions for one-statement reads, on a one-statement engine."""
+    sessions = create_session_factory(engine)
     sessions.configure(sync_session_class=OneStatementSession)
     return sessions
 
