@@ -130,35 +130,48 @@ async def run(config: Config) -> list[Result]:
             assert config.postgres_url
             url = config.postgres_url
             await reset_postgres(url)
+        seconds = 0.3 if config.quick else 2.0
         port = free_port()
-        server = start_server(url, port)
+        servers = [start_server(url, port)]
         try:
             seed(port, 1000)
-            limit = 0.0
-            for case, path in ENDPOINTS:
-                result = measure_path(
-                    config, backend, case=case, path=path, port=port, limit=limit
-                )
-                limit = limit or result.value
-                results.append(result)
+            cases = [(case, path, port) for case, path in ENDPOINTS]
+            for case, options in VARIANTS.items():
+                port = free_port()
+                servers.append(start_server(url, port, **options))
+                cases.append((case, "/items/7", port))
+            # Round-robin: each run visits every case in turn, so a machine
+            # that slows down for a while slows every case, not one.
+            runs: dict[str, list[float]] = {case: [] for case, _, _ in cases}
+            for _ in range(config.repeats):
+                for case, path, port in cases:
+                    rate = load_in_process(port, path, CONNECTIONS, seconds)
+                    runs[case].append(rate)
         finally:
-            stop(server)
-        # The same read with SQLAlchemy's default pool (5 connections, and
-        # overflow connections closed when returned: an undersized pool),
-        # then without the lifespan's gc.freeze().
-        for case, options in VARIANTS.items():
-            port = free_port()
-            server = start_server(url, port, **options)
-            try:
-                result = measure_path(
-                    config, backend, case=case, path="/items/7", port=port, limit=limit
-                )
-                results.append(result)
-            finally:
+            for server in servers:
                 stop(server)
+        limit = median(runs[ENDPOINTS[0][0]])
+        for case, path, _ in cases:
+            extra = {"path": path, "connections": CONNECTIONS, "seconds": seconds}
+            value = median(runs[case])
+            results.append(
+                Result(
+                    "api",
+                    backend,
+                    case,
+                    "req/s",
+                    value,
+                    runs[case],
+                    extra,
+                    ratio=value / limit,
+                )
+            )
     return results
 
 
+# The same read on servers started otherwise: with SQLAlchemy's default pool
+# (5 connections, and overflow connections closed when returned: an
+# undersized pool), then without the lifespan's gc.freeze().
 VARIANTS: dict[str, dict[str, Any]] = {
     "GET /items/{id}, pool_size=5": {"pool_size": 5},
     "GET /items/{id}, without gc.freeze()": {"freeze_gc": False},
@@ -168,25 +181,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 CONNECTIONS = 20
 
 
-def measure_path(
-    config: Config, backend: str, *, case: str, path: str, port: int, limit: float
-) -> Result:
-    seconds = 0.3 if config.quick else 2.0
-    runs = [
-        load_in_process(port, path, CONNECTIONS, seconds) for _ in range(config.repeats)
-    ]
-    value = sorted(runs)[len(runs) // 2]
-    extra = {"path": path, "connections": CONNECTIONS, "seconds": seconds}
-    return Result(
-        "api",
-        backend,
-        case,
-        "req/s",
-        value,
-        runs,
-        extra,
-        ratio=value / (limit or value),
-    )
+def median(runs: list[float]) -> float:
+    return sorted(runs)[len(runs) // 2]
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

@@ -7,8 +7,9 @@ other GET adds a transaction (the read session's, which rolls back), and
 `ping_when_idle` sends no ping to connections used back to back. The last
 two cases are for comparison: a ping at every checkout (`pool_pre_ping=True`),
 and a write session's transaction, which commits.
-Each "+" case adds one layer to the "+" case before it; reads run one after
-another, so each figure is the latency (CPU plus round trips) of one read.
+Each "+" case adds one layer to the "+" case above it (the last swaps the
+read session's rollback for a commit); reads run one after another, so each
+figure is the latency (CPU plus round trips) of one read.
 
     python -m benchmarks.read_layers [--quick]
 """

@@ -95,7 +95,7 @@ def test_locking_correct_variants_lose_no_update(quick_results):
         assert result["params"]["final"] == [writers] * len(result["runs"])
 
 
-def test_api_measures_the_limit_every_read_and_the_default_pool(quick_results):
+def test_api_measures_the_limit_every_read_and_each_variant(quick_results):
     cases = [r["case"] for r in quick_results["api"]["results"]]
     assert cases == [
         "limit: no-DB route",

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from snippets.inventory import create_app
@@ -626,12 +627,40 @@ async def test_a_read_by_id_sends_no_rollback_to_the_driver(
     assert sent
 
 
+def collected(thing: object) -> bool:
+    """Whether the garbage collector visits `thing` (frozen ones it skips)."""
+    return any(other is thing for other in gc.get_objects())
+
+
 async def test_start_up_objects_are_frozen_while_the_app_runs(database_url: str):
     APP.state.settings = replace(APP.state.settings, database_url=database_url)
+    other = create_app(database_url)
     assert gc.get_freeze_count() == 0
     async with APP.router.lifespan_context(APP):
-        assert gc.get_freeze_count() > 0  # what start-up left, collector-free
-    assert gc.get_freeze_count() == 0  # handed back at shutdown
+        built = APP.state.one_statement_sessions  # made during start-up
+        assert not collected(built)
+        async with other.router.lifespan_context(other):
+            pass
+        assert not collected(built)  # the other app's shutdown left it
+    assert collected(built)  # handed back at shutdown
+    assert gc.get_freeze_count() == 0
+
+
+async def fail_inside_a_savepoint(sessions: Sessions) -> None:
+    async with sessions() as session, session.begin_nested():
+        await session.scalar(select(Item))
+        raise LookupError("the block fails: its savepoint is rolled back")
+
+
+async def test_a_savepoint_in_a_one_statement_session_leaves_no_transaction(
+    app: FastAPI, client: httpx.AsyncClient
+):
+    await create(client)
+    # PostgreSQL refuses a SAVEPOINT outside a transaction; SQLite opens one.
+    with pytest.raises((LookupError, DBAPIError)):
+        await fail_inside_a_savepoint(app.state.one_statement_sessions)
+    async with app.state.one_statement_sessions() as session:  # same connection
+        assert not await open_transaction(session)
 
 
 async def open_transaction(session: AsyncSession) -> bool:

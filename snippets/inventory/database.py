@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from snippets.inventory.models import Item
 
@@ -164,19 +164,37 @@ event.listen(OneStatementSession, "do_orm_execute", refuse_a_second_statement)
 def create_one_statement_engine(
     engine: AsyncEngine, **options: Any
 ) -> AsyncEngine:
-    """The engine's database in autocommit mode: no BEGIN, no ROLLBACK."""
+    """The engine's database in autocommit mode: no BEGIN, no ROLLBACK.
+
+    On SQLite a new engine on the same URL, made with `options`; elsewhere
+    the same engine and pool (SQLAlchemy's asyncpg adapter sends nothing for
+    a rollback outside a transaction).
+    """
     if engine.dialect.name != "sqlite":
-        # The same pool. asyncpg's rollback outside a transaction sends nothing.
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    # A pool of its own: the foundation's SQLite connections are all in the
-    # driver's autocommit mode (SQLAlchemy sends BEGIN), so skipping their
-    # rollback is safe only on an engine that never sends BEGIN.
-    return create_engine(
+    # A pool of its own: SQLAlchemy reads "autocommit" from the driver's
+    # setting, which the foundation turns on for every SQLite connection
+    # (it sends BEGIN itself), so on its engine real rollbacks would go too.
+    own = create_engine(
         engine.url.render_as_string(hide_password=False),
         execution_options={"sqlite_begin": None},
         skip_autocommit_rollback=True,  # each one a trip to aiosqlite's thread
         **options,
     )
+    event.listen(own.sync_engine, "reset", roll_back_an_open_transaction)
+    return own
+
+
+def roll_back_an_open_transaction(
+    dbapi: DBAPIConnection, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    # The pool's safety net, kept: a SAVEPOINT, or a BEGIN asked for, opens
+    # a transaction that must not stay open in the pool.
+    if state.terminate_only or not state.asyncio_safe:
+        return  # the connection is being closed, or cannot be awaited here
+    driver = record.driver_connection  # aiosqlite's: an attribute, no trip
+    if driver is not None and driver.in_transaction:
+        dbapi.rollback()
 
 
 def create_one_statement_session_factory(engine: AsyncEngine) -> Sessions:
