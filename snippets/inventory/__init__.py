@@ -58,13 +58,11 @@ async def inventory_lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # What start-up built (routes, mappers, the migrations' modules) lives
     # as long as the app: the garbage collector need not walk it again.
-    outermost = gc.get_freeze_count() == 0  # not frozen by someone else
     gc.freeze()
     try:
         yield
     finally:
-        if outermost:
-            gc.unfreeze()
+        gc.unfreeze()
         await engine.dispose()  # close pooled connections on shutdown
         if one_statement.pool is not engine.pool:  # SQLite: a pool of its own
             await one_statement.dispose()
